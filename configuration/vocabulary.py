@@ -1,0 +1,180 @@
+"""Open vocabularies: class names with synonyms and a thing/stuff flag.
+
+A vocabulary is what PosSAM classifies against. Each class has one or more names ("person,child,girl"): every name
+is embedded by the CLIP text tower and a class's logit is the maximum over its names. Stuff classes (sky, grass) are
+merged into one segment per class by panoptic post-processing; thing classes (cat, car) keep one segment per instance.
+
+Vocabulary files use FC-CLIP's `id:name1,name2` lines, optionally followed by `:thing` or `:stuff`:
+
+    # comment
+    1:person,child,girl:thing
+    184:tree,trees:stuff
+
+The line order defines the contiguous label ids 0..C-1; `id` is the dataset's own category id (kept so predictions
+can be written back in the dataset's id space). Three vocabularies ship with the package: `coco_panoptic` (133),
+`ade20k_150` (150) and `ade20k_847` (847).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+
+
+SHIPPED_VOCABULARIES = ("coco_panoptic", "ade20k_150", "ade20k_847")
+
+
+class VocabularyError(ValueError):
+    """A vocabulary (list of labels or vocabulary file) is malformed."""
+
+
+def _split_names(entry: str, where: str) -> list[str]:
+    names = [name.strip() for name in entry.split(",")]
+    if not entry.strip() or any(not name for name in names):
+        raise VocabularyError(f"{where}: empty class name in {entry!r}; expected 'name' or 'name,synonym,...'.")
+    return names
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """An ordered list of classes, each with its names (first = display label), thing flag and dataset id.
+
+    Attributes:
+        class_names (`list[list[str]]`): per class, its names; the first one is the label shown to users.
+        is_thing (`list[bool]`): per class, whether it is a countable thing (else stuff, merged per class).
+        dataset_ids (`list[int]`): per class, the dataset's category id (defaults to 0..C-1).
+    """
+
+    class_names: list[list[str]]
+    is_thing: list[bool]
+    dataset_ids: list[int] = field(default_factory=list)
+
+    def __post_init__(self):
+        if not self.class_names:
+            raise VocabularyError("The vocabulary is empty: give at least one class name.")
+        if len(self.is_thing) != len(self.class_names):
+            raise VocabularyError(
+                f"is_thing has {len(self.is_thing)} entries but the vocabulary has {len(self.class_names)} classes."
+            )
+        if not self.dataset_ids:
+            object.__setattr__(self, "dataset_ids", list(range(len(self.class_names))))
+        if len(self.dataset_ids) != len(self.class_names):
+            raise VocabularyError(
+                f"dataset_ids has {len(self.dataset_ids)} entries but the vocabulary has {len(self.class_names)} classes."
+            )
+        labels = [names[0] for names in self.class_names]
+        duplicates = sorted({label for label in labels if labels.count(label) > 1})
+        if duplicates:
+            raise VocabularyError(f"Duplicate class labels in the vocabulary: {duplicates}.")
+        if len(set(self.dataset_ids)) != len(self.dataset_ids):
+            raise VocabularyError("Duplicate dataset ids in the vocabulary.")
+
+    def __len__(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def labels(self) -> list[str]:
+        """The display label of each class (its first name)."""
+        return [names[0] for names in self.class_names]
+
+    @property
+    def entries(self) -> list[str]:
+        """Each class as one comma-joined string of names, the form stored in configs ("person,child,girl")."""
+        return [",".join(names) for names in self.class_names]
+
+    @property
+    def stuff_label_ids(self) -> list[int]:
+        """Contiguous label ids of the stuff classes (what panoptic post-processing merges per class)."""
+        return [index for index, thing in enumerate(self.is_thing) if not thing]
+
+    @classmethod
+    def from_labels(
+        cls, candidate_labels: list[str], stuff_labels: list[str] | None = None, dataset_ids: list[int] | None = None
+    ) -> "Vocabulary":
+        """Builds a vocabulary from user labels such as `["cat", "person,child", "grass"]`.
+
+        Args:
+            candidate_labels: one entry per class, each a name or comma-separated names (first = display label).
+            stuff_labels: classes to treat as stuff, given by display label or by the full entry.
+            dataset_ids: optional dataset category ids, one per class.
+        """
+        if isinstance(candidate_labels, str):
+            raise VocabularyError(
+                f"candidate_labels must be a list of class names, got the string {candidate_labels!r}; "
+                "use ['cat', 'dog'] (a comma inside one entry separates synonyms of one class)."
+            )
+        if not candidate_labels:
+            raise VocabularyError("candidate_labels is empty: give at least one class name.")
+        class_names = [_split_names(str(entry), f"candidate_labels[{i}]") for i, entry in enumerate(candidate_labels)]
+        labels = [names[0] for names in class_names]
+        stuff = set()
+        for entry in stuff_labels or []:
+            label = _split_names(str(entry), "stuff_labels")[0]
+            if label not in labels:
+                raise VocabularyError(
+                    f"Stuff label {entry!r} is not one of the candidate labels {labels}; every stuff label must also "
+                    "be a candidate label."
+                )
+            stuff.add(label)
+        return cls(class_names, [label not in stuff for label in labels], list(dataset_ids or []))
+
+    @classmethod
+    def from_entries(cls, entries: list[str], is_thing: list[bool] | None = None) -> "Vocabulary":
+        """Builds a vocabulary from config entries ("person,child") and optional thing flags (default: all things)."""
+        class_names = [_split_names(entry, f"vocabulary[{i}]") for i, entry in enumerate(entries)]
+        return cls(class_names, list(is_thing) if is_thing is not None else [True] * len(class_names))
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> "Vocabulary":
+        """Parses a vocabulary file (`id:name1,name2[:thing|:stuff]` per line, `#` comments)."""
+        path = os.fspath(path)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
+        except OSError as error:
+            raise VocabularyError(f"Cannot read vocabulary file {path!r}: {error.strerror}.") from None
+        return cls.from_text(text, source=path)
+
+    @classmethod
+    def from_text(cls, text: str, source: str = "<vocabulary>") -> "Vocabulary":
+        class_names, is_thing, dataset_ids = [], [], []
+        for number, raw_line in enumerate(text.splitlines(), start=1):
+            line = raw_line.strip()
+            if not line or line.startswith("#"):
+                continue
+            where = f"{source}, line {number}"
+            parts = line.split(":")
+            if len(parts) not in (2, 3) or not parts[0].strip().lstrip("-").isdigit():
+                raise VocabularyError(
+                    f"{where}: expected 'id:name1,name2' optionally followed by ':thing' or ':stuff', got {line!r}."
+                )
+            flag = parts[2].strip().lower() if len(parts) == 3 else "thing"
+            if flag not in ("thing", "stuff"):
+                raise VocabularyError(f"{where}: the flag must be 'thing' or 'stuff', got {parts[2]!r}.")
+            dataset_ids.append(int(parts[0]))
+            class_names.append(_split_names(parts[1], where))
+            is_thing.append(flag == "thing")
+        if not class_names:
+            raise VocabularyError(f"{source}: no class lines found.")
+        return cls(class_names, is_thing, dataset_ids)
+
+    def to_text(self) -> str:
+        """Serializes to the vocabulary-file format (round-trips through `from_text`)."""
+        return "".join(
+            f"{dataset_id}:{','.join(names)}:{'thing' if thing else 'stuff'}\n"
+            for dataset_id, names, thing in zip(self.dataset_ids, self.class_names, self.is_thing)
+        )
+
+
+def load_vocabulary(name_or_path: str | os.PathLike) -> Vocabulary:
+    """Loads a shipped vocabulary by name (`coco_panoptic`, `ade20k_150`, `ade20k_847`) or a vocabulary file."""
+    if str(name_or_path) in SHIPPED_VOCABULARIES:
+        text = resources.files(__package__).joinpath("vocabularies", f"{name_or_path}.txt").read_text("utf-8")
+        return Vocabulary.from_text(text, source=str(name_or_path))
+    if not os.path.exists(name_or_path):
+        raise VocabularyError(
+            f"Vocabulary {str(name_or_path)!r} is neither a shipped vocabulary {list(SHIPPED_VOCABULARIES)} "
+            "nor an existing file."
+        )
+    return Vocabulary.from_file(name_or_path)
