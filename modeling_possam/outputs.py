@@ -1,0 +1,111 @@
+"""Typed outputs of the PosSAM model and of its reusable sub-computations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers.utils import ModelOutput
+
+
+@dataclass
+class PosSamImageFeatures(ModelOutput):
+    """Features of the frozen image towers; `PosSamModel.forward` accepts them instead of `pixel_values`.
+
+    Args:
+        sam_image_embeddings (`torch.FloatTensor` of shape `(batch_size, sam_channels, height / 16, width / 16)`):
+            The SAM image encoder's neck output (256 channels for the public checkpoints).
+        clip_image_features (`torch.FloatTensor` of shape `(batch_size, clip_channels, h_clip, w_clip)`):
+            The dense CLIP feature map that LDP mask-pools (ConvNeXt: last stage, stride 32, 1536 channels for
+            ConvNeXt-L; ViT: projected patch tokens).
+    """
+
+    sam_image_embeddings: torch.FloatTensor | None = None
+    clip_image_features: torch.FloatTensor | None = None
+
+
+@dataclass
+class PosSamTextEmbeddings(ModelOutput):
+    """The text classifier of one vocabulary: one embedding per class name (synonym), and each name's class.
+
+    Args:
+        synonym_embeddings (`torch.FloatTensor` of shape `(num_synonyms, embed_dim)`):
+            L2-normalized CLIP text embeddings, averaged over the prompt templates and normalized again.
+        synonym_to_class (`torch.LongTensor` of shape `(num_synonyms,)`):
+            The class (0..C-1) each synonym belongs to; a class's logit is the max over its synonyms.
+    """
+
+    synonym_embeddings: torch.FloatTensor | None = None
+    synonym_to_class: torch.LongTensor | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.synonym_to_class.max()) + 1
+
+
+@dataclass
+class PosSamDecoderOutput(ModelOutput):
+    """Per-prediction outputs of the masked-attention decoder (the initial prediction, then one per layer).
+
+    Args:
+        mask_features (`torch.FloatTensor` of shape `(batch_size, mask_feature_size, height / 4, width / 4)`):
+            The pixel decoder's per-pixel embeddings that masks are dot products with.
+        query_states (`tuple[torch.FloatTensor]`, each `(batch_size, num_queries, hidden_dim)`):
+            Layer-normalized query states, one per prediction.
+        masks_queries_logits (`tuple[torch.FloatTensor | None]`, each `(batch_size, num_queries, height / 4, width / 4)`):
+            Mask logits at stride 4 per prediction; `None` for the intermediate predictions that inference computed
+            only at the resolution the next layer's masked attention needs.
+    """
+
+    mask_features: torch.FloatTensor | None = None
+    query_states: tuple[torch.FloatTensor, ...] | None = None
+    masks_queries_logits: tuple[torch.FloatTensor | None, ...] | None = None
+
+
+@dataclass
+class PosSamOutput(ModelOutput):
+    """Output of [`PosSamModel`]. C is the number of classes of the vocabulary of this call, K the number of queries.
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*):
+            Weighted sum of all losses (all decoder predictions when deep supervision is on), when labels are given.
+        loss_dict (`dict[str, torch.FloatTensor]`, *optional*):
+            Unweighted components: `loss_cross_entropy`, `loss_mask`, `loss_dice`, `loss_iou` for the last prediction
+            and the same keys suffixed `_0`, `_1`, ... for the auxiliary ones.
+        class_queries_logits (`torch.FloatTensor` of shape `(batch_size, K, C + 1)`):
+            In-vocabulary (LDP) class logits; the last column is void (no object).
+        masks_queries_logits (`torch.FloatTensor` of shape `(batch_size, K, height / 4, width / 4)`):
+            Mask logits of the last prediction at stride 4 of the padded input.
+        iou_scores (`torch.FloatTensor` of shape `(batch_size, K)`):
+            Predicted IoU of each mask with its object, in [0, 1].
+        clip_logits (`torch.FloatTensor` of shape `(batch_size, K, C)`):
+            Out-of-vocabulary logits: the frozen CLIP's mask-pooled region embedding against the class texts.
+        class_probabilities (`torch.FloatTensor` of shape `(batch_size, K, C + 1)`, *optional*):
+            Inference only: class probabilities after the ensemble (`config.ensemble_mode`, MASE by default), each
+            class column scaled by (1 - void probability); the last column is the void probability.
+        mask_scores (`torch.FloatTensor` of shape `(batch_size, K)`, *optional*):
+            Inference only: how much each mask is trusted when ranking segments, `iou_scores ** iou_score_exponent`.
+        vocabulary_is_thing (`torch.BoolTensor` of shape `(C,)`, *optional*):
+            Thing flags of the classes when the model's default vocabulary was used (post-processing then knows which
+            classes to merge as stuff); `None` for a vocabulary given by the caller.
+        auxiliary_predictions (`tuple[dict[str, torch.FloatTensor]]`, *optional*):
+            For each intermediate prediction (deep supervision): `class_queries_logits`, `masks_queries_logits`,
+            `iou_scores`. Present in training, or when asked with `output_auxiliary_logits=True`.
+        image_features ([`PosSamImageFeatures`], *optional*):
+            The frozen towers' features, when asked with `output_image_features=True`, to reuse for another vocabulary.
+        mask_features (`torch.FloatTensor` of shape `(batch_size, mask_feature_size, height / 4, width / 4)`, *optional*):
+            The pixel decoder's per-pixel embeddings, when asked with `output_hidden_states=True`.
+    """
+
+    loss: torch.FloatTensor | None = None
+    loss_dict: dict[str, torch.FloatTensor] | None = None
+    class_queries_logits: torch.FloatTensor | None = None
+    masks_queries_logits: torch.FloatTensor | None = None
+    iou_scores: torch.FloatTensor | None = None
+    clip_logits: torch.FloatTensor | None = None
+    class_probabilities: torch.FloatTensor | None = None
+    mask_scores: torch.FloatTensor | None = None
+    vocabulary_is_thing: torch.BoolTensor | None = None
+    auxiliary_predictions: tuple[dict[str, torch.FloatTensor], ...] | None = None
+    image_features: PosSamImageFeatures | None = None
+    mask_features: torch.FloatTensor | None = None
