@@ -14,10 +14,12 @@ SAM_VISION_SIZES = {
 
 PRESETS = ("tiny", "base", "large", "huge")
 
-# A model small enough to train for a few steps on 2 CPU cores: 128x128 inputs, 8x8 SAM map, 10 queries.
+# A model small enough to train for a few steps on 2 CPU cores: 128x128 inputs, 8x8 SAM map, 10 queries. Its towers
+# are random, so SAM gets a usable init scale: SAM's default initializer_range (1e-10) assumes pretrained weights will
+# overwrite it and makes a random encoder output ~1e-21, i.e. the same features for every image.
 TINY_KWARGS = {
     "sam_vision_config": {
-        "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "mlp_dim": 64, "output_channels": 32,
+        "initializer_range": 0.02, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "mlp_dim": 64, "output_channels": 32,
         "image_size": 128, "patch_size": 16, "window_size": 4, "global_attn_indexes": [1], "num_pos_feats": 16,
     },
     "clip_config": {

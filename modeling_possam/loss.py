@@ -1,0 +1,179 @@
+"""PosSAM's training loss: Mask2Former's set prediction loss over an open vocabulary, plus the IoU head's loss.
+
+Per image and per decoder prediction, queries are matched one-to-one to ground-truth segments by transformers'
+Hungarian matcher (cost = class + point-sampled BCE + Dice). Matched queries get the point-sampled mask losses;
+every query gets the cross-entropy (unmatched ones towards void); every query's IoU head is regressed towards the IoU
+its binarized mask actually has with its matched segment (0 when unmatched, or no loss, `iou_target_unmatched`).
+
+Two departures from `Mask2FormerLoss`, the class this reuses:
+- the number of classes is read from each batch's logits, not fixed at construction: the vocabulary is an input;
+- pixels outside `valid_mask` (padding, crowd regions, unlabeled void) are excluded from the mask losses and from the
+  IoU targets, instead of being taught as background of every mask.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers.models.mask2former.modeling_mask2former import (
+    Mask2FormerHungarianMatcher,
+    Mask2FormerLoss,
+    sample_point,
+)
+
+from .configuration import PosSamConfig
+
+
+LOSS_NAMES = ("loss_cross_entropy", "loss_mask", "loss_dice", "loss_iou")
+
+
+def loss_name(key: str) -> str:
+    """`"loss_dice_3"` (auxiliary prediction 3) -> `"loss_dice"`."""
+    return key if key in LOSS_NAMES else key.rsplit("_", 1)[0]
+
+
+def weighted_point_bce(point_logits: torch.Tensor, point_labels: torch.Tensor, point_weights: torch.Tensor) -> torch.Tensor:
+    """Per-mask mean sigmoid BCE over the weighted points -> `(num_masks,)`."""
+    loss = nn.functional.binary_cross_entropy_with_logits(point_logits, point_labels, reduction="none")
+    return (loss * point_weights).sum(-1) / point_weights.sum(-1).clamp(min=1.0)
+
+
+def weighted_point_dice(point_logits: torch.Tensor, point_labels: torch.Tensor, point_weights: torch.Tensor) -> torch.Tensor:
+    """Per-mask Dice loss `1 - (2|p.y| + 1) / (|p| + |y| + 1)` over the weighted points -> `(num_masks,)`."""
+    probabilities = point_logits.sigmoid() * point_weights
+    labels = point_labels * point_weights
+    numerator = 2 * (probabilities * labels).sum(-1)
+    denominator = probabilities.sum(-1) + labels.sum(-1)
+    return 1 - (numerator + 1) / (denominator + 1)
+
+
+class PosSamLoss(Mask2FormerLoss):
+    """Losses of every decoder prediction; see the module docstring. Holds no parameters or buffers."""
+
+    def __init__(self, config: PosSamConfig):
+        # Mask2FormerLoss.__init__ registers a class-weight buffer sized by `config.num_labels`; an open vocabulary
+        # has no fixed class count, so that buffer is built per batch in `loss_labels` instead.
+        nn.Module.__init__(self)
+        self.void_weight = config.no_object_weight
+        self.num_points = config.train_num_points
+        self.oversample_ratio = config.oversample_ratio
+        self.importance_sample_ratio = config.importance_sample_ratio
+        self.iou_target_unmatched = config.iou_target_unmatched
+        self.weight_dict = {
+            "loss_cross_entropy": config.class_weight,
+            "loss_mask": config.mask_weight,
+            "loss_dice": config.dice_weight,
+            "loss_iou": config.iou_loss_weight,
+        }
+        self.matcher = Mask2FormerHungarianMatcher(
+            cost_class=config.class_weight,
+            cost_mask=config.mask_weight,
+            cost_dice=config.dice_weight,
+            num_points=config.train_num_points,
+        )
+
+    def loss_labels(self, class_queries_logits, class_labels, indices):
+        """Cross-entropy over the batch's C + 1 classes; unmatched queries target void (weight `void_weight`)."""
+        batch_size, num_queries, num_columns = class_queries_logits.shape
+        weight = class_queries_logits.new_ones(num_columns)
+        weight[-1] = self.void_weight
+        targets = torch.full(
+            (batch_size, num_queries), num_columns - 1, dtype=torch.long, device=class_queries_logits.device
+        )
+        targets[self._get_predictions_permutation_indices(indices)] = torch.cat(
+            [labels[target] for labels, (_, target) in zip(class_labels, indices)]
+        )
+        loss = nn.functional.cross_entropy(class_queries_logits.transpose(1, 2), targets, weight=weight)
+        return {"loss_cross_entropy": loss}
+
+    def loss_masks(self, masks_queries_logits, mask_labels, indices, num_masks, valid_mask=None):
+        """Point-sampled BCE and Dice of matched masks; points outside `valid_mask` do not count."""
+        prediction_index = self._get_predictions_permutation_indices(indices)
+        target_index = self._get_targets_permutation_indices(indices)
+        predicted = masks_queries_logits[prediction_index].unsqueeze(1)
+        targets, _ = self._pad_images_to_max_in_batch(mask_labels)
+        targets = targets[target_index].unsqueeze(1).to(predicted.dtype)
+
+        with torch.no_grad():
+            points = self.sample_points_using_uncertainty(
+                predicted, self.calculate_uncertainty, self.num_points, self.oversample_ratio, self.importance_sample_ratio
+            )
+            point_labels = sample_point(targets, points, align_corners=False).squeeze(1)
+            if valid_mask is None:
+                point_weights = torch.ones_like(point_labels)
+            else:
+                valid = valid_mask[target_index[0]].unsqueeze(1).to(predicted.dtype)
+                point_weights = (sample_point(valid, points, align_corners=False).squeeze(1) >= 0.5).to(predicted.dtype)
+        point_logits = sample_point(predicted, points, align_corners=False).squeeze(1)
+        return {
+            "loss_mask": weighted_point_bce(point_logits, point_labels, point_weights).sum() / num_masks,
+            "loss_dice": weighted_point_dice(point_logits, point_labels, point_weights).sum() / num_masks,
+        }
+
+    @torch.no_grad()
+    def iou_targets(self, masks_queries_logits, mask_labels, indices, valid_mask=None):
+        """IoU of each matched query's binarized mask (logit > 0) with its segment, at mask resolution.
+
+        Returns `(targets, weights)`, both `(batch, K)`: unmatched queries target 0, with weight 1 (`"zero"`) or 0
+        (`"ignore"`).
+        """
+        size = masks_queries_logits.shape[-2:]
+        targets = masks_queries_logits.new_zeros(masks_queries_logits.shape[:2])
+        weights = torch.full_like(targets, 1.0 if self.iou_target_unmatched == "zero" else 0.0)
+        for image, (queries, segments) in enumerate(indices):
+            if len(queries) == 0:
+                continue
+            predicted = masks_queries_logits[image, queries] > 0
+            segment_masks = nn.functional.interpolate(mask_labels[image][segments][None].float(), size=size, mode="area")
+            ground_truth = segment_masks[0] >= 0.5
+            if valid_mask is not None:
+                valid = nn.functional.interpolate(valid_mask[image][None, None].float(), size=size, mode="area")[0] >= 0.5
+                predicted, ground_truth = predicted & valid, ground_truth & valid
+            intersection = (predicted & ground_truth).flatten(1).sum(-1)
+            union = (predicted | ground_truth).flatten(1).sum(-1)
+            targets[image, queries] = intersection.float() / union.clamp(min=1).float()
+            weights[image, queries] = 1.0
+        return targets, weights
+
+    def loss_iou(self, iou_scores, masks_queries_logits, mask_labels, indices, valid_mask=None):
+        targets, weights = self.iou_targets(masks_queries_logits, mask_labels, indices, valid_mask)
+        squared_error = (iou_scores.float() - targets) ** 2 * weights
+        return {"loss_iou": squared_error.sum() / weights.sum().clamp(min=1.0)}
+
+    def forward(
+        self,
+        predictions: list[dict[str, torch.Tensor]],
+        mask_labels: list[torch.Tensor],
+        class_labels: list[torch.Tensor],
+        valid_mask: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """
+        Args:
+            predictions: one dict per supervised decoder prediction, in decoder order (the last is the final one),
+                with `class_queries_logits` `(batch, K, C + 1)`, `masks_queries_logits` `(batch, K, h, w)` and
+                `iou_scores` `(batch, K)`.
+            mask_labels: per image, `(num_segments, H, W)` binary masks on the padded input canvas.
+            class_labels: per image, `(num_segments,)` class indices into the call's vocabulary.
+            valid_mask: `(batch, H, W)`, 1 where pixels are supervised; `None` supervises every pixel.
+
+        Returns:
+            Unweighted losses: `loss_cross_entropy`, `loss_mask`, `loss_dice`, `loss_iou` for the final prediction and
+            the same names suffixed `_{i}` for auxiliary prediction `i`.
+        """
+        num_masks = self.get_num_masks(class_labels, device=predictions[-1]["class_queries_logits"].device)
+        losses = {}
+        for index, prediction in enumerate(predictions):
+            masks = prediction["masks_queries_logits"]
+            indices = self.matcher(masks, prediction["class_queries_logits"], mask_labels, class_labels)
+            layer_losses = {
+                **self.loss_labels(prediction["class_queries_logits"], class_labels, indices),
+                **self.loss_masks(masks, mask_labels, indices, num_masks, valid_mask),
+                **self.loss_iou(prediction["iou_scores"], masks, mask_labels, indices, valid_mask),
+            }
+            suffix = "" if index == len(predictions) - 1 else f"_{index}"
+            losses.update({f"{name}{suffix}": value for name, value in layer_losses.items()})
+        return losses
+
+    def total(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Weighted sum of `forward`'s losses."""
+        return sum(self.weight_dict[loss_name(key)] * value for key, value in losses.items())

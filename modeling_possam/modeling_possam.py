@@ -1,0 +1,434 @@
+"""PosSAM: Panoptic Open-vocabulary Segment Anything (arXiv 2403.09620).
+
+Masks come from the frozen SAM image encoder through a feature pyramid, Mask2Former's pixel decoder and its
+masked-attention decoder; each mask is named by Local Discriminative Pooling (LDP) against CLIP text embeddings of
+any vocabulary; an IoU head rates each mask; at inference the Mask-Aware Selective Ensemble (MASE) combines LDP with
+frozen CLIP's own region classification. This file only wires the parts together; each concept has its own module.
+
+    pixels -> SAM (frozen) -> FPN -> pixel decoder -> masked-attention decoder -> masks, query states
+    pixels -> CLIP vision (frozen) --------------------------------> dense features --+
+    masks + query states + dense features -> IoU head, LDP -> class logits  <---------+-- CLIP text (frozen, cached)
+"""
+
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel, SamVisionModel
+from transformers import initialization as init
+from transformers.models.mask2former.modeling_mask2former import (
+    Mask2FormerMaskedAttentionDecoderLayer,
+    Mask2FormerPixelDecoder,
+    Mask2FormerPixelDecoderEncoderMultiscaleDeformableAttention,
+    Mask2FormerPredictionBlock,
+    Mask2FormerPreTrainedModel,
+    Mask2FormerTransformerModule,
+)
+from transformers.utils.generic import can_return_tuple
+
+from .clip_towers import PosSamClip
+from .configuration import PosSamConfig
+from .decoder import PosSamTransformerDecoder
+from .fpn import PosSamFeaturePyramid
+from .heads import PosSamIouHead
+from .ldp import PosSamLocalDiscriminativePooling
+from .loss import PosSamLoss
+from .mase import ensemble_class_probabilities
+from .mask_pooling import binarize_masks, mask_pool
+from .outputs import PosSamDecoderOutput, PosSamImageFeatures, PosSamOutput, PosSamTextEmbeddings
+from .text_classifier import (
+    PosSamTextClassifier,
+    average_prompt_embeddings,
+    classify_regions,
+    vocabulary_digest,
+)
+
+
+# Mask2Former modules whose initialization (deformable-attention sampling grid, Xavier decoder layers) PosSAM reuses.
+_MASK2FORMER_INITIALIZED = (
+    Mask2FormerTransformerModule,
+    Mask2FormerPixelDecoderEncoderMultiscaleDeformableAttention,
+    Mask2FormerMaskedAttentionDecoderLayer,
+    Mask2FormerPixelDecoder,
+    Mask2FormerPredictionBlock,
+)
+
+# Prompts encoded per text-tower call: bounds memory for 800+ class vocabularies.
+TEXT_BATCH_SIZE = 512
+
+
+class PosSamPreTrainedModel(PreTrainedModel):
+    config: PosSamConfig
+    base_model_prefix = "possam"
+    main_input_name = "pixel_values"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    # SAM's and CLIP's attention run through the attention interface (eager or SDPA); Mask2Former's decoder and LDP
+    # use their own attention, unaffected by the setting.
+    _supports_sdpa = True
+    _supports_flash_attn = False
+    _supports_flex_attn = False
+    _no_split_modules = [
+        "SamVisionLayer",
+        "ConvNextStage",
+        "CLIPEncoderLayer",
+        "Mask2FormerPixelDecoderEncoderLayer",
+        "Mask2FormerMaskedAttentionDecoderLayer",
+    ]
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module):
+        if isinstance(module, _MASK2FORMER_INITIALIZED):
+            Mask2FormerPreTrainedModel._init_weights(self, module)
+            if isinstance(module, Mask2FormerTransformerModule):
+                for embedding in (module.queries_embedder, module.queries_features, module.level_embed):
+                    Mask2FormerPreTrainedModel._init_weights(self, embedding)
+        elif isinstance(module, PosSamLocalDiscriminativePooling):
+            for layer in module.zero_initialized_layers():
+                init.zeros_(layer.weight)
+                init.zeros_(layer.bias)
+        elif isinstance(module, PosSamTextClassifier):
+            init.normal_(module.void_embedding.weight, std=self.config.init_std)
+            init.constant_(module.logit_scale, self.config.logit_scale_init_value)
+        elif isinstance(module, PosSamClip):
+            init.constant_(module.logit_scale, self.config.clip_config.logit_scale_init_value)
+        else:
+            super()._init_weights(module)
+
+
+class PosSamModel(PosSamPreTrainedModel):
+    """PosSAM for open-vocabulary panoptic, instance and semantic segmentation.
+
+    The SAM and CLIP towers are frozen: they get no gradients, hold no optimizer state (their parameters have
+    `requires_grad=False`) and stay in eval mode when the model is put in training mode.
+    """
+
+    def __init__(self, config: PosSamConfig):
+        super().__init__(config)
+        self.sam = SamVisionModel(config.sam_vision_config)
+        self.clip = PosSamClip(config.clip_config)
+        self.fpn = PosSamFeaturePyramid(config.sam_vision_config.output_channels, config.fpn_hidden_size)
+        mask2former_config = config.to_mask2former_config()
+        self.pixel_decoder = Mask2FormerPixelDecoder(mask2former_config, feature_channels=[config.fpn_hidden_size] * 4)
+        self.transformer_decoder = PosSamTransformerDecoder(in_features=config.feature_size, config=mask2former_config)
+        self.iou_head = PosSamIouHead(config)
+        self.ldp = PosSamLocalDiscriminativePooling(config)
+        self.text_classifier = PosSamTextClassifier(config)
+        self.criterion = PosSamLoss(config)
+        self.register_buffer("sam_image_mean", torch.tensor(config.image_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("sam_image_std", torch.tensor(config.image_std).view(1, 3, 1, 1), persistent=False)
+        self.post_init()
+        self.sam.requires_grad_(False)
+        self.clip.requires_grad_(False)
+        # Cached text embeddings belong to the weights they were computed with.
+        self.register_load_state_dict_post_hook(lambda module, incompatible_keys: module.text_classifier.clear_cache())
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.sam.eval()
+        self.clip.eval()
+        return self
+
+    # ------------------------------------------------------------------ reusable sub-computations
+
+    @torch.no_grad()
+    def get_image_features(self, pixel_values: torch.FloatTensor) -> PosSamImageFeatures:
+        """Runs the frozen SAM and CLIP image towers once; pass the result to `forward(image_features=...)` to
+        classify the same images with other vocabularies without running the towers again.
+
+        Args:
+            pixel_values: `(batch, 3, S, S)` SAM-normalized, zero-padded images (`PosSamImageProcessor`), S =
+                `config.image_size`.
+        """
+        self._check_pixel_values(pixel_values)
+        sam_image_embeddings = self.sam(pixel_values=pixel_values).last_hidden_state
+        pixels_0_255 = pixel_values * self.sam_image_std.to(pixel_values.dtype) + self.sam_image_mean.to(pixel_values.dtype)
+        clip_image_features = self.clip.vision.dense_features(self.clip.normalize_pixels(pixels_0_255))
+        return PosSamImageFeatures(sam_image_embeddings=sam_image_embeddings, clip_image_features=clip_image_features)
+
+    def get_text_embeddings(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None,
+        prompt_to_synonym: torch.LongTensor,
+        synonym_to_class: torch.LongTensor,
+    ) -> PosSamTextEmbeddings:
+        """Embeds a tokenized vocabulary (`PosSamProcessor` output) with the frozen CLIP text tower.
+
+        The result is cached by content: asking again for the same vocabulary does not run the text tower.
+
+        Args:
+            input_ids: `(num_prompts, length)` token ids of every (class name, template) prompt.
+            attention_mask: `(num_prompts, length)`, 1 on real tokens.
+            prompt_to_synonym: `(num_prompts,)` the class name each prompt was built from.
+            synonym_to_class: `(num_synonyms,)` the class each name belongs to (0..C-1, every class present).
+        """
+        self._check_vocabulary(input_ids, attention_mask, prompt_to_synonym, synonym_to_class)
+        key_tensors = (input_ids, prompt_to_synonym, synonym_to_class) + (() if attention_mask is None else (attention_mask,))
+        key = vocabulary_digest(*key_tensors)
+        device = self.text_classifier.logit_scale.device
+        cached = self.text_classifier.cached(key)
+        if cached is None:
+            with torch.no_grad():
+                prompt_embeddings = torch.cat(
+                    [
+                        self.clip.encode_text(
+                            input_ids[start : start + TEXT_BATCH_SIZE].to(device),
+                            None if attention_mask is None else attention_mask[start : start + TEXT_BATCH_SIZE].to(device),
+                        )
+                        for start in range(0, input_ids.shape[0], TEXT_BATCH_SIZE)
+                    ]
+                )
+                cached = average_prompt_embeddings(prompt_embeddings, prompt_to_synonym.to(device), synonym_to_class.to(device))
+            self.text_classifier.remember(key, cached)
+        return PosSamTextEmbeddings(
+            synonym_embeddings=cached.synonym_embeddings.to(device), synonym_to_class=cached.synonym_to_class.to(device)
+        )
+
+    def set_default_vocabulary(
+        self,
+        vocabulary: list[str],
+        is_thing: list[bool],
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None,
+        prompt_to_synonym: torch.LongTensor,
+        synonym_to_class: torch.LongTensor,
+    ) -> None:
+        """Makes `vocabulary` the one used when `forward` gets no text, storing its text embeddings in the weights.
+
+        Args:
+            vocabulary: one entry per class, names comma-separated ("person,child,girl").
+            is_thing: thing (True) / stuff (False) flag per class.
+            input_ids, attention_mask, prompt_to_synonym, synonym_to_class: the vocabulary tokenized by
+                `PosSamProcessor`, in the same class order.
+        """
+        names = [name for entry in vocabulary for name in entry.split(",")]
+        if len(names) != synonym_to_class.shape[0] or len(is_thing) != len(vocabulary):
+            raise ValueError(
+                f"The vocabulary has {len(vocabulary)} classes and {len(names)} names, but the tokenized inputs "
+                f"describe {synonym_to_class.shape[0]} names and is_thing has {len(is_thing)} flags."
+            )
+        text = self.get_text_embeddings(input_ids, attention_mask, prompt_to_synonym, synonym_to_class)
+        self.config.vocabulary = list(vocabulary)
+        self.config.vocabulary_is_thing = [bool(flag) for flag in is_thing]
+        self.config.id2label = {index: entry.split(",")[0] for index, entry in enumerate(vocabulary)}
+        self.config.label2id = {label: index for index, label in self.config.id2label.items()}
+        classifier = self.text_classifier
+        classifier.default_synonym_embeddings = text.synonym_embeddings.detach().clone()
+        classifier.default_synonym_to_class = text.synonym_to_class.clone()
+
+    # ------------------------------------------------------------------ forward
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.FloatTensor | None = None,
+        pixel_mask: torch.LongTensor | None = None,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        prompt_to_synonym: torch.LongTensor | None = None,
+        synonym_to_class: torch.LongTensor | None = None,
+        synonym_embeddings: torch.FloatTensor | None = None,
+        image_features: PosSamImageFeatures | None = None,
+        mask_labels: list[torch.Tensor] | None = None,
+        class_labels: list[torch.LongTensor] | None = None,
+        ignore_mask: torch.Tensor | list[torch.Tensor] | None = None,
+        seen_classes: torch.BoolTensor | None = None,
+        ensemble_mode: str | None = None,
+        output_auxiliary_logits: bool | None = None,
+        output_image_features: bool | None = None,
+        output_hidden_states: bool | None = None,
+        original_sizes: torch.LongTensor | None = None,
+        reshaped_input_sizes: torch.LongTensor | None = None,
+    ) -> PosSamOutput:
+        r"""
+        Args:
+            pixel_values (`(batch, 3, S, S)`): SAM-normalized, zero-padded images from `PosSamImageProcessor`;
+                S = `config.image_size` (1024). Not needed when `image_features` is given.
+            pixel_mask (`(batch, S, S)`, *optional*): 1 on image pixels, 0 on padding; padding is excluded from
+                the mask and IoU losses (predictions cover the whole canvas, as in Mask2Former).
+            input_ids, attention_mask, prompt_to_synonym, synonym_to_class: the vocabulary of this call as tokenized
+                by `PosSamProcessor` (any number of classes; a class's logit is the max over its names). Without any
+                text input the model's default vocabulary (`config.vocabulary`) is used.
+            synonym_embeddings (`(num_synonyms, D)`, *optional*): precomputed text embeddings
+                (`get_text_embeddings(...).synonym_embeddings`), with `synonym_to_class`, instead of `input_ids`.
+            image_features ([`PosSamImageFeatures`], *optional*): precomputed `get_image_features(pixel_values)`.
+            mask_labels (`list[(num_segments_i, S, S)]`, *optional*): binary ground-truth masks per image.
+            class_labels (`list[(num_segments_i,)]`, *optional*): their class indices into this call's vocabulary.
+            ignore_mask (`(batch, S, S)` or list, *optional*): True on pixels the losses ignore (crowd, void).
+            seen_classes (`(C,)` bool, *optional*): classes seen in training, for `ensemble_mode="geometric"`.
+            ensemble_mode (`str`, *optional*): overrides `config.ensemble_mode` for this call.
+            output_auxiliary_logits (`bool`, *optional*): also return every intermediate prediction at inference.
+            output_image_features (`bool`, *optional*): return the frozen towers' features for reuse.
+            output_hidden_states (`bool`, *optional*): return the pixel decoder's `mask_features`.
+            original_sizes, reshaped_input_sizes (*optional*): accepted so an image processor's whole output can be
+                passed as `**inputs`; the model does not use them (post-processing does).
+        """
+        if image_features is None:
+            if pixel_values is None:
+                raise ValueError("Pass `pixel_values` (from PosSamImageProcessor) or precomputed `image_features`.")
+            image_features = self.get_image_features(pixel_values)
+        text = self._text_embeddings(input_ids, attention_mask, prompt_to_synonym, synonym_to_class, synonym_embeddings)
+        labels_given = self._check_labels(mask_labels, class_labels, image_features, text)
+
+        pyramid = self.fpn(image_features.sam_image_embeddings)
+        pixel_decoder_output = self.pixel_decoder(list(pyramid))
+        supervise_all = self.config.use_auxiliary_loss and (self.training or labels_given)
+        return_all = supervise_all or bool(output_auxiliary_logits)
+        decoded = self.transformer_decoder(
+            pixel_decoder_output.multi_scale_features,
+            pixel_decoder_output.mask_features,
+            full_resolution_masks=return_all,
+        )
+        num_predictions = len(decoded.query_states)
+        indices = range(num_predictions) if return_all else [num_predictions - 1]
+        predictions = [self._predict(decoded, index, image_features.clip_image_features, text) for index in indices]
+        final = predictions[-1]
+        clip_scale = self.clip.logit_scale.exp().clamp(max=self.config.logit_scale_max)
+        clip_logits = classify_regions(final.pop("clip_region_embeddings"), text, clip_scale)
+
+        loss, loss_dict = None, None
+        if labels_given:
+            valid_mask = self._valid_mask(pixel_mask, ignore_mask)
+            supervised = predictions if supervise_all else predictions[-1:]
+            loss_dict = self.criterion(supervised, mask_labels, class_labels, valid_mask)
+            loss = self.criterion.total(loss_dict)
+
+        class_probabilities, mask_scores = None, None
+        if not self.training:
+            class_probabilities = ensemble_class_probabilities(
+                final["class_queries_logits"], clip_logits, final["iou_scores"], self.config, ensemble_mode, seen_classes
+            )
+            mask_scores = final["iou_scores"] ** self.config.iou_score_exponent
+
+        default_vocabulary = input_ids is None and synonym_embeddings is None
+        auxiliary = tuple({k: v for k, v in p.items() if k != "clip_region_embeddings"} for p in predictions[:-1])
+        return PosSamOutput(
+            loss=loss,
+            loss_dict=loss_dict,
+            class_queries_logits=final["class_queries_logits"],
+            masks_queries_logits=final["masks_queries_logits"],
+            iou_scores=final["iou_scores"],
+            clip_logits=clip_logits,
+            class_probabilities=class_probabilities,
+            mask_scores=mask_scores,
+            vocabulary_is_thing=torch.tensor(self.config.vocabulary_is_thing) if default_vocabulary else None,
+            auxiliary_predictions=auxiliary if return_all else None,
+            image_features=image_features if output_image_features else None,
+            mask_features=decoded.mask_features if output_hidden_states else None,
+        )
+
+    def _predict(
+        self, decoded: PosSamDecoderOutput, index: int, clip_features: torch.Tensor, text: PosSamTextEmbeddings
+    ) -> dict[str, torch.Tensor]:
+        """Class logits, IoU and CLIP region embeddings of one decoder prediction."""
+        mask_features, masks = decoded.mask_features, decoded.masks_queries_logits[index]
+        query_states = decoded.query_states[index]
+        pooled_mask_features = mask_pool(mask_features, binarize_masks(masks, mask_features.shape[-2:]))
+        with torch.no_grad():
+            clip_pooled = mask_pool(clip_features, binarize_masks(masks, clip_features.shape[-2:]))
+            clip_region_embeddings = self.clip.vision.embed_regions(clip_pooled)
+        region_embeddings = self.ldp(clip_region_embeddings, pooled_mask_features, query_states)
+        return {
+            "class_queries_logits": self.text_classifier(region_embeddings, text),
+            "masks_queries_logits": masks,
+            "iou_scores": self.iou_head(query_states, pooled_mask_features),
+            "clip_region_embeddings": clip_region_embeddings,
+        }
+
+    # ------------------------------------------------------------------ input handling
+
+    def _text_embeddings(self, input_ids, attention_mask, prompt_to_synonym, synonym_to_class, synonym_embeddings):
+        if synonym_embeddings is not None:
+            if input_ids is not None:
+                raise ValueError("Pass either `input_ids` or precomputed `synonym_embeddings`, not both.")
+            if synonym_to_class is None or synonym_to_class.shape[0] != synonym_embeddings.shape[0]:
+                raise ValueError(
+                    "`synonym_embeddings` needs `synonym_to_class` with one class index per row: got "
+                    f"{None if synonym_to_class is None else tuple(synonym_to_class.shape)} for "
+                    f"{tuple(synonym_embeddings.shape)} embeddings."
+                )
+            _check_classes_present(synonym_to_class)
+            device = self.text_classifier.logit_scale.device
+            return PosSamTextEmbeddings(synonym_embeddings=synonym_embeddings.to(device), synonym_to_class=synonym_to_class.to(device))
+        if input_ids is not None:
+            return self.get_text_embeddings(input_ids, attention_mask, prompt_to_synonym, synonym_to_class)
+        if prompt_to_synonym is not None or synonym_to_class is not None:
+            raise ValueError("`prompt_to_synonym` / `synonym_to_class` were given without `input_ids`.")
+        return self.text_classifier.default_text_embeddings()
+
+    def _check_pixel_values(self, pixel_values: torch.Tensor) -> None:
+        size = self.config.image_size
+        if pixel_values.ndim != 4 or pixel_values.shape[1] != 3 or tuple(pixel_values.shape[-2:]) != (size, size):
+            raise ValueError(
+                f"pixel_values must have shape (batch, 3, {size}, {size}) — the SAM encoder's fixed input size — but "
+                f"got {tuple(pixel_values.shape)}. Use PosSamImageProcessor, which resizes the longest side to {size} "
+                "and pads."
+            )
+
+    def _check_vocabulary(self, input_ids, attention_mask, prompt_to_synonym, synonym_to_class) -> None:
+        if prompt_to_synonym is None or synonym_to_class is None:
+            raise ValueError("`input_ids` need `prompt_to_synonym` and `synonym_to_class` (all from PosSamProcessor).")
+        if input_ids.ndim != 2 or input_ids.shape[0] == 0 or synonym_to_class.numel() == 0:
+            raise ValueError(
+                f"The vocabulary is empty or malformed: input_ids has shape {tuple(input_ids.shape)} (expected "
+                "(num_prompts > 0, length)); give at least one class name."
+            )
+        if attention_mask is not None and attention_mask.shape != input_ids.shape:
+            raise ValueError(f"attention_mask {tuple(attention_mask.shape)} must match input_ids {tuple(input_ids.shape)}.")
+        if prompt_to_synonym.shape != input_ids.shape[:1]:
+            raise ValueError(
+                f"prompt_to_synonym has {prompt_to_synonym.shape[0]} entries for {input_ids.shape[0]} prompts."
+            )
+        if prompt_to_synonym.min() < 0 or prompt_to_synonym.max() >= synonym_to_class.shape[0]:
+            raise ValueError(f"prompt_to_synonym must index the {synonym_to_class.shape[0]} synonyms.")
+        if torch.bincount(prompt_to_synonym, minlength=synonym_to_class.shape[0]).min() == 0:
+            raise ValueError("Every synonym needs at least one prompt in prompt_to_synonym.")
+        _check_classes_present(synonym_to_class)
+
+    def _check_labels(self, mask_labels, class_labels, image_features, text) -> bool:
+        if mask_labels is None and class_labels is None:
+            return False
+        if mask_labels is None or class_labels is None:
+            raise ValueError("Pass both `mask_labels` and `class_labels` for training, or neither.")
+        batch_size = image_features.sam_image_embeddings.shape[0]
+        if len(mask_labels) != batch_size or len(class_labels) != batch_size:
+            raise ValueError(
+                f"mask_labels and class_labels need one entry per image: batch of {batch_size}, got "
+                f"{len(mask_labels)} mask_labels and {len(class_labels)} class_labels."
+            )
+        size = self.config.image_size
+        for index, (masks, classes) in enumerate(zip(mask_labels, class_labels)):
+            if masks.ndim != 3 or tuple(masks.shape[-2:]) != (size, size):
+                raise ValueError(
+                    f"mask_labels[{index}] must have shape (num_segments, {size}, {size}), got {tuple(masks.shape)}."
+                )
+            if classes.ndim != 1 or classes.shape[0] != masks.shape[0]:
+                raise ValueError(
+                    f"class_labels[{index}] has shape {tuple(classes.shape)} but mask_labels[{index}] has "
+                    f"{masks.shape[0]} masks: one class per mask is required."
+                )
+            if classes.numel() and (classes.min() < 0 or classes.max() >= text.num_classes):
+                raise ValueError(
+                    f"class_labels[{index}] holds {classes.tolist()}, outside the vocabulary's {text.num_classes} "
+                    "classes of this call."
+                )
+        return True
+
+    def _valid_mask(self, pixel_mask, ignore_mask) -> torch.Tensor | None:
+        valid = None if pixel_mask is None else pixel_mask.bool()
+        if ignore_mask is not None:
+            ignored = torch.stack(list(ignore_mask)) if isinstance(ignore_mask, (list, tuple)) else ignore_mask
+            valid = ~ignored.bool() if valid is None else valid & ~ignored.bool().to(valid.device)
+        return valid
+
+
+def _check_classes_present(synonym_to_class: torch.LongTensor) -> None:
+    if synonym_to_class.numel() == 0:
+        raise ValueError("The vocabulary is empty: give at least one class name.")
+    counts = torch.bincount(synonym_to_class.clamp(min=0))
+    if synonym_to_class.min() < 0 or (counts == 0).any():
+        missing = (counts == 0).nonzero().flatten().tolist()
+        raise ValueError(
+            f"synonym_to_class must map names to classes 0..C-1 with every class named; classes without a name: "
+            f"{missing}."
+        )

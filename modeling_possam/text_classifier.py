@@ -1,0 +1,113 @@
+"""The open-vocabulary text classifier: class names -> CLIP text embeddings -> class logits of region embeddings.
+
+Every name of a class ("person", "child", "girl") is put into each prompt template ("a photo of a {}."), embedded by
+CLIP's text tower, L2-normalized, averaged over templates and normalized again. A region's logit for a class is the
+maximum cosine similarity over the class's names, times a logit scale. PosSAM's in-vocabulary classifier appends a
+learnable void ("no object") embedding; the out-of-vocabulary CLIP classifier does not.
+
+Text embeddings depend only on the vocabulary (CLIP is frozen), so they are computed once per vocabulary and cached;
+the model also stores the embeddings of its default vocabulary so it can run with no text input at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from .configuration import PosSamConfig
+from .outputs import PosSamTextEmbeddings
+
+
+def average_prompt_embeddings(
+    prompt_embeddings: torch.Tensor, prompt_to_synonym: torch.LongTensor, synonym_to_class: torch.LongTensor
+) -> PosSamTextEmbeddings:
+    """`(P, D)` prompt embeddings -> one normalized embedding per synonym (mean of its normalized prompts)."""
+    num_synonyms = synonym_to_class.shape[0]
+    normalized = nn.functional.normalize(prompt_embeddings.float(), dim=-1)
+    sums = normalized.new_zeros(num_synonyms, normalized.shape[-1]).index_add_(0, prompt_to_synonym, normalized)
+    return PosSamTextEmbeddings(
+        synonym_embeddings=nn.functional.normalize(sums, dim=-1), synonym_to_class=synonym_to_class
+    )
+
+
+def classify_regions(
+    region_embeddings: torch.Tensor, text: PosSamTextEmbeddings, logit_scale: torch.Tensor
+) -> torch.Tensor:
+    """`(batch, K, D)` region embeddings -> `(batch, K, C)` logits: scaled cosine, max over each class's synonyms."""
+    regions = nn.functional.normalize(region_embeddings, dim=-1)
+    synonyms = text.synonym_embeddings.to(regions.dtype)
+    synonym_logits = logit_scale.to(regions.dtype) * regions @ synonyms.T
+    index = text.synonym_to_class.expand(*synonym_logits.shape[:-1], -1)
+    class_logits = synonym_logits.new_full((*synonym_logits.shape[:-1], text.num_classes), float("-inf"))
+    return class_logits.scatter_reduce(-1, index, synonym_logits, reduce="amax", include_self=False)
+
+
+def vocabulary_digest(*tensors: torch.Tensor) -> str:
+    """A content hash of a tokenized vocabulary, the key of the text-embedding cache."""
+    digest = hashlib.sha1()
+    for tensor in tensors:
+        array = tensor.detach().cpu().contiguous()
+        digest.update(str((tuple(array.shape), str(array.dtype))).encode())
+        digest.update(array.numpy().tobytes())
+    return digest.hexdigest()
+
+
+class PosSamTextClassifier(nn.Module):
+    """In-vocabulary classifier of LDP embeddings: cosine to class names plus a learnable void class.
+
+    Also holds the text-embedding cache and the embeddings of the model's default vocabulary (`config.vocabulary`).
+    """
+
+    cache_size = 8
+
+    def __init__(self, config: PosSamConfig):
+        super().__init__()
+        dim = config.clip_config.projection_dim
+        self.void_embedding = nn.Embedding(1, dim)
+        self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init_value)))
+        self.logit_scale_max = config.logit_scale_max
+        synonym_to_class = [index for index, entry in enumerate(config.vocabulary) for _ in entry.split(",")]
+        # Zeros until `PosSamModel.set_default_vocabulary` fills it; saved with the weights.
+        self.register_buffer("default_synonym_embeddings", torch.zeros(len(synonym_to_class), dim))
+        self.register_buffer("default_synonym_to_class", torch.tensor(synonym_to_class), persistent=False)
+        self._cache: OrderedDict[str, PosSamTextEmbeddings] = OrderedDict()
+
+    @property
+    def has_default_vocabulary(self) -> bool:
+        return bool(self.default_synonym_embeddings.abs().sum() > 0)
+
+    def default_text_embeddings(self) -> PosSamTextEmbeddings:
+        if not self.has_default_vocabulary:
+            raise ValueError(
+                "No vocabulary was given and this model's default vocabulary has no text embeddings yet. Pass class "
+                "names through PosSamProcessor (input_ids, attention_mask, prompt_to_synonym, synonym_to_class), or "
+                "call `model.set_default_vocabulary(...)` once and save the model."
+            )
+        return PosSamTextEmbeddings(
+            synonym_embeddings=self.default_synonym_embeddings, synonym_to_class=self.default_synonym_to_class
+        )
+
+    def cached(self, key: str) -> PosSamTextEmbeddings | None:
+        if key not in self._cache:
+            return None
+        self._cache.move_to_end(key)
+        return self._cache[key]
+
+    def remember(self, key: str, embeddings: PosSamTextEmbeddings) -> None:
+        self._cache[key] = embeddings
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    def forward(self, region_embeddings: torch.Tensor, text: PosSamTextEmbeddings) -> torch.Tensor:
+        """`(batch, K, D)` LDP embeddings -> `(batch, K, C + 1)` logits, void last."""
+        scale = self.logit_scale.exp().clamp(max=self.logit_scale_max)
+        class_logits = classify_regions(region_embeddings, text, scale)
+        void = nn.functional.normalize(self.void_embedding.weight, dim=-1).to(region_embeddings.dtype)
+        void_logits = scale.to(region_embeddings.dtype) * nn.functional.normalize(region_embeddings, dim=-1) @ void.T
+        return torch.cat([class_logits, void_logits], dim=-1)
