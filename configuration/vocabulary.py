@@ -63,10 +63,12 @@ class Vocabulary:
             raise VocabularyError(
                 f"dataset_ids has {len(self.dataset_ids)} entries but the vocabulary has {len(self.class_names)} classes."
             )
-        labels = [names[0] for names in self.class_names]
-        duplicates = sorted({label for label in labels if labels.count(label) > 1})
+        # Display labels may repeat in real datasets (ADE20K-847 has two "pot" classes with different synonyms), so
+        # only a class repeated with exactly the same names is an error here; `from_labels` is stricter.
+        entries = [",".join(names) for names in self.class_names]
+        duplicates = sorted({entry for entry in entries if entries.count(entry) > 1})
         if duplicates:
-            raise VocabularyError(f"Duplicate class labels in the vocabulary: {duplicates}.")
+            raise VocabularyError(f"Duplicate classes in the vocabulary: {duplicates}.")
         if len(set(self.dataset_ids)) != len(self.dataset_ids):
             raise VocabularyError("Duplicate dataset ids in the vocabulary.")
 
@@ -108,6 +110,9 @@ class Vocabulary:
             raise VocabularyError("candidate_labels is empty: give at least one class name.")
         class_names = [_split_names(str(entry), f"candidate_labels[{i}]") for i, entry in enumerate(candidate_labels)]
         labels = [names[0] for names in class_names]
+        duplicates = sorted({label for label in labels if labels.count(label) > 1})
+        if duplicates:
+            raise VocabularyError(f"Duplicate labels in candidate_labels: {duplicates}; each class needs its own label.")
         stuff = set()
         for entry in stuff_labels or []:
             label = _split_names(str(entry), "stuff_labels")[0]

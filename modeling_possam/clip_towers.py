@@ -84,12 +84,14 @@ class PosSamClip(nn.Module):
         self.vision = PosSamConvNextClipVision(config) if config.is_convnext else PosSamVitClipVision(config)
         self.text = CLIPTextModelWithProjection(config.text_config)
         self.logit_scale = nn.Parameter(torch.tensor(config.logit_scale_init_value))
-        self.register_buffer("image_mean", torch.tensor(config.image_mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("image_std", torch.tensor(config.image_std).view(1, 3, 1, 1), persistent=False)
 
     def normalize_pixels(self, pixels_0_255: torch.Tensor) -> torch.Tensor:
         """Applies CLIP's mean/std and, if `input_size` is set, resizes to the CLIP input size."""
-        pixels = (pixels_0_255 - self.image_mean) / self.image_std
+        mean, std = (
+            torch.tensor(values, device=pixels_0_255.device, dtype=pixels_0_255.dtype).view(1, 3, 1, 1)
+            for values in (self.config.image_mean, self.config.image_std)
+        )
+        pixels = (pixels_0_255 - mean) / std
         size = self.config.input_size
         if size is not None and pixels.shape[-1] != size:
             pixels = nn.functional.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False)

@@ -75,6 +75,13 @@ class PosSamPreTrainedModel(PreTrainedModel):
         "Mask2FormerMaskedAttentionDecoderLayer",
     ]
 
+    def _initialize_weights(self, module: nn.Module, is_custom_code: bool = False):
+        # transformers treats models defined outside the library as custom code and then skips every module without
+        # parameters of its own, assuming custom `_init_weights` overwrite loaded tensors. That would skip Mask2Former's
+        # deformable-attention and decoder-layer initialization and LDP's zero projection. `_init_weights` below only
+        # uses `transformers.initialization`, which leaves loaded tensors alone, so the heuristic is not needed.
+        super()._initialize_weights(module, is_custom_code=False)
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module):
         if isinstance(module, _MASK2FORMER_INITIALIZED):
@@ -88,6 +95,7 @@ class PosSamPreTrainedModel(PreTrainedModel):
                 init.zeros_(layer.bias)
         elif isinstance(module, PosSamTextClassifier):
             init.normal_(module.void_embedding.weight, std=self.config.init_std)
+            init.zeros_(module.default_synonym_embeddings)
             init.constant_(module.logit_scale, self.config.logit_scale_init_value)
         elif isinstance(module, PosSamClip):
             init.constant_(module.logit_scale, self.config.clip_config.logit_scale_init_value)
@@ -114,8 +122,6 @@ class PosSamModel(PosSamPreTrainedModel):
         self.ldp = PosSamLocalDiscriminativePooling(config)
         self.text_classifier = PosSamTextClassifier(config)
         self.criterion = PosSamLoss(config)
-        self.register_buffer("sam_image_mean", torch.tensor(config.image_mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("sam_image_std", torch.tensor(config.image_std).view(1, 3, 1, 1), persistent=False)
         self.post_init()
         self.sam.requires_grad_(False)
         self.clip.requires_grad_(False)
@@ -141,7 +147,11 @@ class PosSamModel(PosSamPreTrainedModel):
         """
         self._check_pixel_values(pixel_values)
         sam_image_embeddings = self.sam(pixel_values=pixel_values).last_hidden_state
-        pixels_0_255 = pixel_values * self.sam_image_std.to(pixel_values.dtype) + self.sam_image_mean.to(pixel_values.dtype)
+        mean, std = (
+            torch.tensor(values, device=pixel_values.device, dtype=pixel_values.dtype).view(1, 3, 1, 1)
+            for values in (self.config.image_mean, self.config.image_std)
+        )
+        pixels_0_255 = pixel_values * std + mean
         clip_image_features = self.clip.vision.dense_features(self.clip.normalize_pixels(pixels_0_255))
         return PosSamImageFeatures(sam_image_embeddings=sam_image_embeddings, clip_image_features=clip_image_features)
 
@@ -212,9 +222,7 @@ class PosSamModel(PosSamPreTrainedModel):
         self.config.vocabulary_is_thing = [bool(flag) for flag in is_thing]
         self.config.id2label = {index: entry.split(",")[0] for index, entry in enumerate(vocabulary)}
         self.config.label2id = {label: index for index, label in self.config.id2label.items()}
-        classifier = self.text_classifier
-        classifier.default_synonym_embeddings = text.synonym_embeddings.detach().clone()
-        classifier.default_synonym_to_class = text.synonym_to_class.clone()
+        self.text_classifier.default_synonym_embeddings = text.synonym_embeddings.detach().clone()
 
     # ------------------------------------------------------------------ forward
 

@@ -69,11 +69,13 @@ class PosSamTextClassifier(nn.Module):
         self.void_embedding = nn.Embedding(1, dim)
         self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init_value)))
         self.logit_scale_max = config.logit_scale_max
-        synonym_to_class = [index for index, entry in enumerate(config.vocabulary) for _ in entry.split(",")]
+        self.config = config
         # Zeros until `PosSamModel.set_default_vocabulary` fills it; saved with the weights.
-        self.register_buffer("default_synonym_embeddings", torch.zeros(len(synonym_to_class), dim))
-        self.register_buffer("default_synonym_to_class", torch.tensor(synonym_to_class), persistent=False)
+        self.register_buffer("default_synonym_embeddings", torch.zeros(len(self._default_synonym_to_class()), dim))
         self._cache: OrderedDict[str, PosSamTextEmbeddings] = OrderedDict()
+
+    def _default_synonym_to_class(self) -> list[int]:
+        return [index for index, entry in enumerate(self.config.vocabulary) for _ in entry.split(",")]
 
     @property
     def has_default_vocabulary(self) -> bool:
@@ -86,9 +88,8 @@ class PosSamTextClassifier(nn.Module):
                 "names through PosSamProcessor (input_ids, attention_mask, prompt_to_synonym, synonym_to_class), or "
                 "call `model.set_default_vocabulary(...)` once and save the model."
             )
-        return PosSamTextEmbeddings(
-            synonym_embeddings=self.default_synonym_embeddings, synonym_to_class=self.default_synonym_to_class
-        )
+        synonym_to_class = torch.tensor(self._default_synonym_to_class(), device=self.default_synonym_embeddings.device)
+        return PosSamTextEmbeddings(synonym_embeddings=self.default_synonym_embeddings, synonym_to_class=synonym_to_class)
 
     def cached(self, key: str) -> PosSamTextEmbeddings | None:
         if key not in self._cache:
