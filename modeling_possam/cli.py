@@ -11,7 +11,10 @@ import sys
 
 
 # command -> (module implementing it, one-line description)
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("possam.training.train_cli", "train or fine-tune PosSAM on COCO-panoptic-format data"),
+    "evaluate": ("possam.training.evaluate_cli", "PQ / mask AP / mIoU of a checkpoint on a panoptic split"),
+}
 
 
 def _usage() -> str:

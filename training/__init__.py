@@ -7,10 +7,22 @@ Data and metrics (one concept per module):
     augmentation       large-scale jitter (train) and longest-side resize (eval)
     panoptic_targets   per-segment mask / class targets from a segment-id map
     metric_panoptic_quality, metric_mask_ap, metric_semantic_iou, panoptic_evaluator
+
+Training (one concept per module):
+    dataset            decoded, augmented, tensorized training / evaluation examples
+    collator           batches, with the run's tokenized vocabulary attached
+    feature_cache      cached frozen-tower features for fast fine-tuning
+    trainer            PosSamTrainer and PosSamTrainingArguments
+    evaluation         the evaluation loop (inference, post-processing, metrics)
+    arguments, run, train_cli, evaluate_cli   the `possam train` / `possam evaluate` commands
 """
 
 from .ade20k import ADE20KConversionError, ConvertedPanopticSplit, convert_ade20k_to_coco_panoptic
 from .augmentation import AugmentedExample, LargeScaleJitter, resize_longest_side
+from .collator import PosSamDataCollator
+from .dataset import PanopticEvaluationDataset, PanopticTrainingDataset
+from .evaluation import evaluate_panoptic
+from .feature_cache import CachedFeaturesDataset, build_feature_cache
 from .coco_panoptic import (
     PanopticDataError,
     PanopticExample,
@@ -30,27 +42,36 @@ from .metric_semantic_iou import SemanticIoUAccumulator, SemanticIoUResult
 from .panoptic_evaluator import PanopticEvaluator, semantic_map_from_panoptic
 from .panoptic_targets import panoptic_targets
 from .synthetic import SyntheticPanopticDataset, generate_synthetic_coco_panoptic, synthetic_vocabulary
+from .trainer import PosSamTrainer, PosSamTrainingArguments
 
 
 __all__ = [
     "ADE20KConversionError",
     "AugmentedExample",
+    "CachedFeaturesDataset",
     "ConvertedPanopticSplit",
     "EVALUATE_METRIC_DIR",
     "LargeScaleJitter",
     "MaskAPAccumulator",
     "MaskAPResult",
     "PanopticDataError",
+    "PanopticEvaluationDataset",
     "PanopticEvaluator",
     "PanopticExample",
     "PanopticQualityAccumulator",
     "PanopticQualityResult",
     "PanopticQualityScores",
+    "PanopticTrainingDataset",
+    "PosSamDataCollator",
+    "PosSamTrainer",
+    "PosSamTrainingArguments",
     "SemanticIoUAccumulator",
     "SemanticIoUResult",
     "SyntheticPanopticDataset",
+    "build_feature_cache",
     "convert_ade20k_to_coco_panoptic",
     "decode_panoptic_example",
+    "evaluate_panoptic",
     "generate_synthetic_coco_panoptic",
     "load_coco_panoptic",
     "panoptic_quality",

@@ -120,6 +120,20 @@ class PanopticEvaluator:
         self._tasks = tasks
         self.num_images += 1
 
+    def merge(self, other: "PanopticEvaluator") -> None:
+        """Adds the images another evaluator saw (e.g. another process's share of the dataset)."""
+        if other.is_thing != self.is_thing:
+            raise ValueError("Cannot merge evaluators of different vocabularies.")
+        if other._tasks is None:
+            return
+        if self._tasks is not None and other._tasks != self._tasks:
+            raise ValueError(f"Cannot merge evaluators of different outputs: {self._tasks} vs {other._tasks}.")
+        self._panoptic.merge(other._panoptic)
+        self._instance.merge(other._instance)
+        self._semantic.merge(other._semantic)
+        self._tasks = other._tasks
+        self.num_images += other.num_images
+
     def compute(self) -> dict[str, float]:
         """The metrics, in percent, for the outputs given to `update`."""
         if self._tasks is None:

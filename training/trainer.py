@@ -61,8 +61,13 @@ class PosSamTrainer(Trainer):
     # The model's loss is a mean over its own batch, not normalized by `num_items_in_batch`.
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, eval_collator=None, eval_vocabulary=None, **kwargs):
+        """Takes the `Trainer` arguments plus, for `evaluate`: `eval_collator` (a `PosSamDataCollator` of the
+        evaluated vocabulary) and `eval_vocabulary` (its `Vocabulary`: thing/stuff flags). `processing_class` must be
+        the `PosSamProcessor` (or `PosSamImageProcessor`) whose post-processing evaluation uses."""
         super().__init__(*args, **kwargs)
+        self.eval_collator = eval_collator
+        self.eval_vocabulary = eval_vocabulary
         self._loss_component_sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=self.args.device))
         self._loss_component_count = 0
 
@@ -102,13 +107,20 @@ class PosSamTrainer(Trainer):
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         dataset = self.eval_dataset if eval_dataset is None else eval_dataset
-        if dataset is None:
-            raise ValueError("PosSamTrainer.evaluate needs an eval_dataset.")
+        if dataset is None or self.eval_collator is None or self.eval_vocabulary is None:
+            raise ValueError("PosSamTrainer.evaluate needs an eval_dataset, eval_collator and eval_vocabulary.")
+        image_processor = getattr(self.processing_class, "image_processor", self.processing_class)
         metrics = evaluate_panoptic(
             self.accelerator.unwrap_model(self.model),
-            self.get_eval_dataloader(dataset),
+            dataset,
+            self.eval_collator,
+            image_processor,
+            self.eval_vocabulary,
+            batch_size=self.args.per_device_eval_batch_size,
+            num_workers=self.args.dataloader_num_workers,
             accelerator=self.accelerator,
             metric_key_prefix=metric_key_prefix,
+            show_progress=not self.args.disable_tqdm,
         )
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)

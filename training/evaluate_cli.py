@@ -1,0 +1,39 @@
+"""`possam evaluate`: PQ/SQ/RQ (all, things, stuff), mask AP and mIoU of a PosSAM checkpoint on a panoptic split.
+
+    possam evaluate --model_name_or_path runs/coco --eval_annotations ade/panoptic_val.json --eval_images ade/images
+
+Runs on one device, or on several under `accelerate launch` / `torchrun` (each process takes a share of the images).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+
+from .arguments import DataArguments, ModelArguments, parse_arguments
+
+
+@dataclass
+class OutputArguments:
+    output_json: str | None = field(default=None, metadata={"help": "Also write the metrics to this JSON file."})
+
+
+def main(argv: list[str], prog: str = "possam evaluate") -> int:
+    model_args, data_args, output_args = parse_arguments(argv, (ModelArguments, DataArguments, OutputArguments), prog)
+    from accelerate import Accelerator
+
+    from .run import evaluate
+
+    accelerator = Accelerator()
+    try:
+        metrics = evaluate(model_args, data_args, accelerator)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 1
+    if accelerator.is_main_process:
+        print(json.dumps(metrics, indent=2))
+        if output_args.output_json:
+            with open(output_args.output_json, "w", encoding="utf-8") as handle:
+                json.dump(metrics, handle, indent=2)
+    return 0

@@ -1,0 +1,29 @@
+"""`possam train`: fine-tune or train PosSAM on COCO-panoptic-format data.
+
+    possam train --config recipe.json --output_dir runs/coco --max_steps 1000
+
+Every field of `ModelArguments`, `DataArguments` and `PosSamTrainingArguments` is a flag; `--config` reads them from
+a JSON or YAML file first. Runs as is on one device, and under `torchrun` or `accelerate launch` on several.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from .arguments import DataArguments, ModelArguments, parse_arguments
+from .trainer import PosSamTrainingArguments
+
+
+def main(argv: list[str], prog: str = "possam train") -> int:
+    model_args, data_args, training_args = parse_arguments(argv, (ModelArguments, DataArguments, PosSamTrainingArguments), prog)
+    from .run import train
+
+    try:
+        metrics = train(model_args, data_args, training_args)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 1
+    if training_args.process_index == 0:
+        print(json.dumps(metrics, indent=2))
+    return 0
