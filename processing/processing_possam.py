@@ -89,11 +89,6 @@ class PosSamProcessor(ProcessorMixin):
         register_processing_auto_classes()
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
-    def to_dict(self):
-        output = super().to_dict()
-        output.pop("_vocabulary_cache", None)
-        return output
-
     def __call__(
         self,
         images=None,

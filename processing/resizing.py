@@ -61,18 +61,6 @@ def mask_to_image_matrix(
     return bilinear_matrix(valid_length, target_length, dtype, device) @ upsample
 
 
-def resize_masks_last_axis(
-    logits: torch.Tensor, padded_size: int, valid_length: int, target_length: int
-) -> torch.Tensor:
-    """Applies `mask_to_image_matrix` along the last axis of `logits` with `interpolate` itself (no matrix)."""
-    shape = logits.shape
-    flat = logits.reshape(-1, 1, shape[-1])
-    flat = F.interpolate(flat, size=padded_size, mode="linear", align_corners=False)[..., :valid_length]
-    if valid_length != target_length:
-        flat = F.interpolate(flat, size=target_length, mode="linear", align_corners=False)
-    return flat.view(*shape[:-1], target_length)
-
-
 def nearest_indices(in_size: int, out_size: int):
     """Source index of each output pixel for nearest-neighbour resizing (pixel centres, as PIL's NEAREST)."""
     scale = in_size / out_size

@@ -385,3 +385,37 @@ def test_missing_inference_fields_and_bad_shapes():
                                            reshaped_input_sizes=[(40, 4)])
     with pytest.raises(ValueError, match="mask_threshold must be in"):
         post_process_panoptic_segmentation(make_outputs(torch.rand(2, 3), torch.rand(2), torch.rand(2, 4, 4)), mask_threshold=2)
+
+
+def test_band_by_band_processing_equals_one_band(monkeypatch):
+    import possam.processing.postprocessing as postprocessing
+
+    torch.manual_seed(3)
+    probabilities = torch.rand(1, 6, 4)
+    probabilities[..., -1] = 0.0
+    # Query k is confident on a diagonal stripe of its own, with noise: overlapping, irregular segments.
+    rows, cols = torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="ij")
+    logits = torch.stack([3.0 - (rows + cols - 2.5 * k).abs() for k in range(6)]) + torch.randn(6, 8, 8)
+    outputs = PosSamOutput(class_probabilities=probabilities, mask_scores=torch.rand(1, 6),
+                           masks_queries_logits=logits[None], vocabulary_is_thing=torch.tensor([True, False, True]))
+    kwargs = {"target_sizes": [(23, 17)]}
+    whole = (
+        post_process_panoptic_segmentation(outputs, overlap_mask_area_threshold=0.5, **kwargs)[0],
+        post_process_instance_segmentation(outputs, return_binary_maps=True, **kwargs)[0],
+        post_process_semantic_segmentation(outputs, **kwargs)[0],
+    )
+    assert len(whole[0]["segments_info"]) >= 2 and len(whole[1]["segments_info"]) >= 2
+    monkeypatch.setattr(postprocessing, "BAND_ELEMENTS", 100)  # one or two rows per band
+    plan = postprocessing._ResizePlan((8, 8), 32, (32, 24), (23, 17), "cpu")
+    assert len(list(plan.bands(torch.zeros(6, 8, 8)))) > 10
+    banded = (
+        post_process_panoptic_segmentation(outputs, overlap_mask_area_threshold=0.5, **kwargs)[0],
+        post_process_instance_segmentation(outputs, return_binary_maps=True, **kwargs)[0],
+        post_process_semantic_segmentation(outputs, **kwargs)[0],
+    )
+    assert torch.equal(whole[0]["segmentation"], banded[0]["segmentation"])
+    assert whole[0]["segments_info"] == banded[0]["segments_info"]
+    assert torch.equal(whole[1]["segmentation"], banded[1]["segmentation"])
+    assert [s["label_id"] for s in whole[1]["segments_info"]] == [s["label_id"] for s in banded[1]["segments_info"]]
+    assert [s["score"] for s in whole[1]["segments_info"]] == pytest.approx([s["score"] for s in banded[1]["segments_info"]])
+    assert torch.equal(whole[2], banded[2])
