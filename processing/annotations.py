@@ -1,4 +1,4 @@
-"""Training annotations: panoptic, instance or semantic maps to per-segment masks, contiguous labels and ignored pixels.
+"""Training annotations: panoptic, instance or semantic maps to per-segment masks, contiguous labels, ignored pixels.
 
 Each image's annotation is a dict in one of three forms (maps are `np.ndarray`, `torch.Tensor`, PIL images or paths):
 
@@ -60,7 +60,9 @@ def _read_map(value, where: str) -> np.ndarray:
     elif isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
     elif not isinstance(value, np.ndarray):
-        raise TypeError(f"{where}: expected a 2-D map (numpy array, torch tensor, PIL image or path), got {type(value).__name__}.")
+        raise TypeError(
+            f"{where}: expected a 2-D map (numpy array, torch tensor, PIL image or path), got {type(value).__name__}."
+        )
     if value.ndim == 3 and value.shape[-1] == 3 and value.dtype == np.uint8:
         value = value.astype(np.int64)
         value = value[..., 0] + 256 * value[..., 1] + 256 * 256 * value[..., 2]
@@ -84,7 +86,9 @@ def _to_label(class_id: int, category_to_label: Mapping[int, int] | None, num_la
     else:
         label = class_id
     if label < 0 or (num_labels is not None and label >= num_labels):
-        raise ValueError(f"{where}: label id {label} is outside [0, {num_labels if num_labels is not None else 'inf'}).")
+        raise ValueError(
+            f"{where}: label id {label} is outside [0, {num_labels if num_labels is not None else 'inf'})."
+        )
     return label
 
 
@@ -92,7 +96,9 @@ def _panoptic_layout(annotation, category_to_label, num_labels, where) -> Segmen
     id_map = _read_map(annotation["panoptic_map"], f"{where}['panoptic_map']")
     segments_info = annotation.get("segments_info")
     if not isinstance(segments_info, Sequence) or isinstance(segments_info, str):
-        raise ValueError(f"{where}: a panoptic annotation needs 'segments_info', a list of {{'id', 'category_id'}} dicts.")
+        raise ValueError(
+            f"{where}: a panoptic annotation needs 'segments_info', a list of {{'id', 'category_id'}} dicts."
+        )
     segment_ids, labels, ignored, seen = [], [], {0}, set()
     for index, segment in enumerate(segments_info):
         here = f"{where}['segments_info'][{index}]"
@@ -138,17 +144,29 @@ def _instance_layout(annotation, category_to_label, num_labels, where) -> Segmen
         if int(instance_id) in crowd:
             continue
         segment_ids.append(int(instance_id))
-        labels.append(_to_label(class_id, category_to_label, num_labels, f"{where}['instance_to_class'][{instance_id}]"))
+        labels.append(
+            _to_label(class_id, category_to_label, num_labels, f"{where}['instance_to_class'][{instance_id}]")
+        )
     return SegmentLayout(id_map, segment_ids, labels, ignored)
 
 
 def _semantic_layout(annotation, category_to_label, num_labels, where) -> SegmentLayout:
-    id_map = _read_map(annotation["semantic_map"], f"{where}['semantic_map']")
+    class_map = _read_map(annotation["semantic_map"], f"{where}['semantic_map']")
     ignore_index = annotation.get("ignore_index", 255)
-    ignored = set() if ignore_index is None else {int(ignore_index)}
-    segment_ids = [int(v) for v in np.unique(id_map) if int(v) not in ignored]
-    labels = [_to_label(v, category_to_label, num_labels, f"{where}['semantic_map'] value") for v in segment_ids]
-    return SegmentLayout(id_map, segment_ids, labels, ignored)
+    values, inverse = np.unique(class_map, return_inverse=True)
+    # Re-express the map in label ids (-1 = ignored), so that dataset ids mapped to the same label give one mask.
+    labels = np.array(
+        [
+            -1
+            if ignore_index is not None and int(v) == int(ignore_index)
+            else _to_label(v, category_to_label, num_labels, f"{where}['semantic_map'] value")
+            for v in values
+        ],
+        dtype=np.int64,
+    )
+    label_map = labels[inverse.reshape(class_map.shape)]
+    present = sorted(set(labels.tolist()) - {-1})
+    return SegmentLayout(label_map, present, present, {-1})
 
 
 def parse_annotation(
@@ -204,6 +222,8 @@ def layout_to_targets(
     masks[:, :new_height, :new_width] = id_map[None] == canvas_ids[:, None, None]
     present = masks.flatten(1).any(1)
     ignore_mask = torch.ones((padded_size, padded_size), dtype=torch.bool)
-    ignore_mask[:new_height, :new_width] = torch.isin(id_map, torch.as_tensor(sorted(layout.ignored_ids), dtype=torch.int64))
+    ignore_mask[:new_height, :new_width] = torch.isin(
+        id_map, torch.as_tensor(sorted(layout.ignored_ids), dtype=torch.int64)
+    )
     class_labels = torch.as_tensor(layout.labels, dtype=torch.int64)
     return masks[present].float(), class_labels[present], ignore_mask

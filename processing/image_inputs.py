@@ -1,10 +1,11 @@
 """Reading user images into RGB arrays, with errors that say what was expected.
 
-Accepted per image: a PIL image (any mode; transparency is composited onto white, as transformers does), a path to an
-image file, or a numpy array / torch tensor of shape (H, W), (H, W, C) or (C, H, W) with C in {1, 3, 4}: uint8, other
-integers in [0, 255], or floats in [0, 1] or [0, 255] (a float image whose maximum is <= 1 is read as [0, 1]).
-A layout that fits both (H, W, C) and (C, H, W) is read as (H, W, C) for numpy arrays and (C, H, W) for tensors,
-each library's own convention. A batch is a list or tuple of images, or a 4-D array / tensor.
+Accepted per image: a PIL image (transparency is composited onto white, as transformers does; 16/32-bit integer and
+float modes are range-checked like arrays rather than clipped), a path to an image file, or a numpy array / torch
+tensor of shape (H, W), (H, W, C) or (C, H, W) with C in {1, 3, 4}: uint8, other integers in [0, 255], or floats in
+[0, 1] or [0, 255] (a float image whose maximum is <= 1 is read as [0, 1]). A layout that fits both (H, W, C) and
+(C, H, W) is read as (H, W, C) for numpy arrays and (C, H, W) for tensors, each library's own convention. A batch is a
+list or tuple of images, or a 4-D array / tensor.
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
     return rgba[..., :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
 
 
-def _from_pil(image: PIL.Image.Image) -> np.ndarray:
+def _from_pil(image: PIL.Image.Image, where: str) -> np.ndarray:
+    if image.mode == "F" or image.mode.startswith("I"):
+        # 32-bit integer / float / 16-bit images: PIL's RGB conversion would clip them silently; check their range.
+        return _from_array(np.array(image), channels_first=False, where=where)
     has_alpha = "A" in image.getbands() or image.info.get("transparency") is not None
     if has_alpha:
         image = image.convert("RGBA")
@@ -40,7 +44,7 @@ def _from_path(path, where: str) -> np.ndarray:
         with PIL.Image.open(path) as image:
             image.load()
             # Photos store their orientation in EXIF; apply it so masks line up with what the user sees.
-            return _from_pil(PIL.ImageOps.exif_transpose(image))
+            return _from_pil(PIL.ImageOps.exif_transpose(image), where)
     except (OSError, ValueError, PIL.Image.DecompressionBombError) as error:
         raise ValueError(f"{where}: cannot read image file {os.fspath(path)!r}: {error}") from None
 
@@ -67,7 +71,9 @@ def _from_array(array: np.ndarray, channels_first: bool, where: str) -> np.ndarr
 
     if array.dtype == np.uint8:
         pass
-    elif array.dtype == np.bool_ or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+    elif array.dtype == np.bool_ or not (
+        np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
+    ):
         raise ValueError(f"{where}: expected uint8, integer or float pixel values, got dtype {array.dtype}.")
     else:
         low, high = float(array.min()), float(array.max())
@@ -75,7 +81,8 @@ def _from_array(array: np.ndarray, channels_first: bool, where: str) -> np.ndarr
             raise ValueError(f"{where}: the image contains NaN or infinite values.")
         if low < 0 or high > 255:
             raise ValueError(
-                f"{where}: pixel values must be in [0, 1] or [0, 255], got range [{low:g}, {high:g}] (dtype {array.dtype})."
+                f"{where}: pixel values must be in [0, 1] or [0, 255], got range [{low:g}, {high:g}] "
+                f"(dtype {array.dtype})."
             )
         if np.issubdtype(array.dtype, np.integer):
             array = array.astype(np.uint8)
@@ -94,11 +101,14 @@ def load_image(image, where: str = "image") -> np.ndarray:
     """One image -> (H, W, 3) array, uint8 when the input was 8-bit (then resizing matches PIL exactly), float32 in
     [0, 255] otherwise."""
     if isinstance(image, PIL.Image.Image):
-        return _from_pil(image)
+        return _from_pil(image, where)
     if isinstance(image, (str, os.PathLike)):
         return _from_path(image, where)
     if isinstance(image, torch.Tensor):
-        return _from_array(image.detach().cpu().numpy(), channels_first=True, where=where)
+        image = image.detach().cpu()
+        # numpy has no bfloat16; half precision is widened too so range checks and resizing run in float32.
+        image = image.float() if image.dtype in (torch.float16, torch.bfloat16) else image
+        return _from_array(image.numpy(), channels_first=True, where=where)
     if isinstance(image, np.ndarray):
         return _from_array(image, channels_first=False, where=where)
     raise TypeError(

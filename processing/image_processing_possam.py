@@ -142,7 +142,9 @@ class PosSamImageProcessor(PilBackend):
         if annotations is not None:
             annotations = [annotations] if isinstance(annotations, Mapping) else list(annotations)
             if len(annotations) != len(image_list):
-                raise ValueError(f"Got {len(image_list)} images but {len(annotations)} annotations; give one per image.")
+                raise ValueError(
+                    f"Got {len(image_list)} images but {len(annotations)} annotations; give one per image."
+                )
 
         pixel_values = np.zeros((len(image_list), 3, longest_edge, longest_edge), dtype=np.float32)
         pixel_mask = np.zeros((len(image_list), longest_edge, longest_edge), dtype=np.int64)
@@ -201,7 +203,9 @@ class PosSamImageProcessor(PilBackend):
         if array.dtype == np.uint8:
             return np.asarray(PIL.Image.fromarray(array).resize((width, height), resample=resample))
         channels = [
-            np.asarray(PIL.Image.fromarray(np.ascontiguousarray(array[..., c])).resize((width, height), resample=resample))
+            np.asarray(
+                PIL.Image.fromarray(np.ascontiguousarray(array[..., c])).resize((width, height), resample=resample)
+            )
             for c in range(3)
         ]
         return np.stack(channels, axis=-1)

@@ -71,7 +71,9 @@ def read_predictions(outputs) -> _Predictions:
             f"{tuple(probabilities.shape[:2])}, {tuple(mask_scores.shape)}, {tuple(masks.shape[:2])}."
         )
     if probabilities.shape[-1] < 2:
-        raise ValueError(f"class_probabilities needs at least one class and the void column, got {probabilities.shape[-1]} columns.")
+        raise ValueError(
+            f"class_probabilities needs at least one class and the void column, got {probabilities.shape[-1]} columns."
+        )
     is_thing = _field(outputs, "vocabulary_is_thing")
     stuff = None
     if is_thing is not None:
@@ -106,7 +108,9 @@ class _ResizePlan:
 
     def __init__(self, mask_size, padded_size, valid_size, target_size, device):
         if not (0 < valid_size[0] <= padded_size and 0 < valid_size[1] <= padded_size):
-            raise ValueError(f"The resized image size {tuple(valid_size)} does not fit in the padded input of side {padded_size}.")
+            raise ValueError(
+                f"The resized image size {tuple(valid_size)} does not fit in the padded input of side {padded_size}."
+            )
         rows = mask_to_image_matrix(mask_size[0], padded_size, valid_size[0], target_size[0])
         nonzero = rows != 0
         taps = max(int(nonzero.sum(1).max()), 1)
@@ -153,7 +157,9 @@ def _plans(predictions, padded_size, target_sizes, reshaped_input_sizes) -> list
         else:
             valid = (padded_size, padded_size)
         target = targets[i] if targets is not None else valid
-        plans.append(_ResizePlan((mask_height, mask_width), padded_size, valid, target, predictions.mask_logits.device))
+        plans.append(
+            _ResizePlan((mask_height, mask_width), padded_size, valid, target, predictions.mask_logits.device)
+        )
     return plans
 
 
@@ -329,11 +335,15 @@ def post_process_instance_segmentation(
     ]
 
 
-def _instance_one_image(probabilities, mask_scores, mask_logits, plan, excluded, top_k, threshold, mask_threshold, binary):
+def _instance_one_image(
+    probabilities, mask_scores, mask_logits, plan, excluded, top_k, threshold, mask_threshold, binary
+):
     num_classes = probabilities.shape[-1] - 1
     device = mask_logits.device
     height, width = plan.target_size
-    pair_probs, pair_index = probabilities[:, :num_classes].flatten().topk(min(top_k, probabilities.shape[0] * num_classes))
+    pair_probs, pair_index = (
+        probabilities[:, :num_classes].flatten().topk(min(top_k, probabilities.shape[0] * num_classes))
+    )
     queries, labels = pair_index // num_classes, pair_index % num_classes
     if excluded:
         is_thing = ~torch.isin(labels, torch.tensor(sorted(excluded), device=device))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 from transformers.image_processing_utils import BatchFeature
@@ -15,6 +15,7 @@ from ..configuration.configuration_possam import DEFAULT_PROMPT_TEMPLATES
 from ..configuration.vocabulary import SHIPPED_VOCABULARIES, Vocabulary, VocabularyError, load_vocabulary
 from .clip_tokenizer import CLIP_CONTEXT_LENGTH, clean_prompt, load_clip_tokenizer
 from .image_processing_possam import PosSamImageProcessor
+from .postprocessing import read_predictions
 
 
 # Tokenized vocabularies kept per processor; a vocabulary is usually reused for many images.
@@ -33,11 +34,15 @@ def resolve_vocabulary(text, stuff_labels: Sequence[str] | None = None) -> Vocab
     """
     if isinstance(text, Vocabulary):
         if stuff_labels is not None:
-            raise ValueError("stuff_labels can only be given with a list of class names; a Vocabulary has its own flags.")
+            raise ValueError(
+                "stuff_labels can only be given with a list of class names; a Vocabulary has its own flags."
+            )
         return text
     if isinstance(text, (str, os.PathLike)):
         if stuff_labels is not None:
-            raise ValueError("stuff_labels can only be given with a list of class names; a vocabulary file has its own flags.")
+            raise ValueError(
+                "stuff_labels can only be given with a list of class names; a vocabulary file has its own flags."
+            )
         try:
             return load_vocabulary(text)
         except VocabularyError as error:
@@ -165,8 +170,8 @@ class PosSamProcessor(ProcessorMixin):
             first = too_long[0]
             label = vocabulary.labels[synonym_to_class[prompt_to_synonym[first]]]
             raise ValueError(
-                f"{len(too_long)} prompt(s) exceed CLIP's {CLIP_CONTEXT_LENGTH} tokens, e.g. {prompts[first]!r} of class "
-                f"{label!r} ({int(lengths[first])} tokens); shorten the class name or the prompt templates."
+                f"{len(too_long)} prompt(s) exceed CLIP's {CLIP_CONTEXT_LENGTH} tokens, e.g. {prompts[first]!r} "
+                f"of class {label!r} ({int(lengths[first])} tokens); shorten the class name or the prompt templates."
             )
         return {
             "input_ids": tokens["input_ids"].long(),
@@ -177,11 +182,11 @@ class PosSamProcessor(ProcessorMixin):
 
     @staticmethod
     def _check_classes(outputs, vocabulary: Vocabulary):
-        probabilities = outputs.get("class_probabilities") if isinstance(outputs, Mapping) else getattr(outputs, "class_probabilities", None)
-        if probabilities is not None and probabilities.shape[-1] - 1 != len(vocabulary):
+        num_classes = read_predictions(outputs).num_classes
+        if num_classes != len(vocabulary):
             raise ValueError(
-                f"The model output has {probabilities.shape[-1] - 1} classes but the vocabulary has {len(vocabulary)}; "
-                "post-process with the vocabulary the model was run with."
+                f"The model output has {num_classes} classes but the vocabulary has {len(vocabulary)}; post-process "
+                "with the vocabulary the model was run with."
             )
 
     @staticmethod
@@ -192,7 +197,9 @@ class PosSamProcessor(ProcessorMixin):
                 segment["label"] = labels[segment["label_id"]]
         return results
 
-    def post_process_panoptic_segmentation(self, outputs, vocabulary, stuff_labels=None, label_ids_to_fuse=None, **kwargs):
+    def post_process_panoptic_segmentation(
+        self, outputs, vocabulary, stuff_labels=None, label_ids_to_fuse=None, **kwargs
+    ):
         """Panoptic post-processing (see [`PosSamImageProcessor.post_process_panoptic_segmentation`]) whose stuff
         classes come from the vocabulary and whose segments carry their `"label"` text.
 
@@ -212,7 +219,9 @@ class PosSamProcessor(ProcessorMixin):
         )
         return self._name_segments(results, vocabulary)
 
-    def post_process_instance_segmentation(self, outputs, vocabulary, stuff_labels=None, stuff_label_ids=None, **kwargs):
+    def post_process_instance_segmentation(
+        self, outputs, vocabulary, stuff_labels=None, stuff_label_ids=None, **kwargs
+    ):
         """Instance post-processing (see [`PosSamImageProcessor.post_process_instance_segmentation`]) that drops the
         vocabulary's stuff classes and names each instance with its `"label"`."""
         vocabulary = resolve_vocabulary(vocabulary, stuff_labels)
@@ -225,8 +234,8 @@ class PosSamProcessor(ProcessorMixin):
         return self._name_segments(results, vocabulary)
 
     def post_process_semantic_segmentation(self, outputs, vocabulary, stuff_labels=None, **kwargs):
-        """Semantic post-processing (see [`PosSamImageProcessor.post_process_semantic_segmentation`]): one (H, W) map of
-        label ids per image; `vocabulary.labels[i]` names label id i."""
+        """Semantic post-processing (see [`PosSamImageProcessor.post_process_semantic_segmentation`]): one (H, W)
+        map of label ids per image; `vocabulary.labels[i]` names label id i."""
         vocabulary = resolve_vocabulary(vocabulary, stuff_labels)
         self._check_classes(outputs, vocabulary)
         return self.image_processor.post_process_semantic_segmentation(outputs, **kwargs)

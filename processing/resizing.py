@@ -54,7 +54,9 @@ def mask_to_image_matrix(
         H, all with `interpolate`'s linear weights.
     """
     if not 0 < valid_length <= padded_size:
-        raise ValueError(f"The resized image length {valid_length} does not fit in the padded input of side {padded_size}.")
+        raise ValueError(
+            f"The resized image length {valid_length} does not fit in the padded input of side {padded_size}."
+        )
     upsample = bilinear_matrix(mask_length, padded_size, dtype, device)[:valid_length]
     if valid_length == target_length:
         return upsample

@@ -78,7 +78,12 @@ def test_accepted_input_forms_agree(processor, rgb, tmp_path):
     for name, image in forms.items():
         torch.testing.assert_close(processor(image)["pixel_values"], reference, msg=name, atol=0, rtol=0)
     # Float inputs skip uint8 rounding inside PIL's resize: equal up to one intensity level.
-    for name, image in {"float [0,1]": rgb / 255.0, "float [0,255]": rgb.astype(np.float32)}.items():
+    floats = {
+        "float [0,1]": rgb / 255.0,
+        "float [0,255]": rgb.astype(np.float32),
+        "bfloat16 tensor": torch.from_numpy(rgb).permute(2, 0, 1).to(torch.bfloat16),
+    }
+    for name, image in floats.items():
         values = unnormalize(processor(image)["pixel_values"][0])[:, :38]
         expected = unnormalize(reference[0])[:, :38]
         assert (values - expected).abs().max() <= 1.0 + 1e-3, name
@@ -94,10 +99,21 @@ def test_grayscale_and_rgba(processor):
     rgba[..., 0] = 200
     rgba[:8, :, 3] = 255
     pixels = unnormalize(PosSamImageProcessor(size=16)(rgba)["pixel_values"][0])
-    torch.testing.assert_close(pixels[:, :8], torch.tensor([200.0, 0.0, 0.0])[:, None, None].expand(3, 8, 16), atol=1e-3, rtol=0)
+    torch.testing.assert_close(
+        pixels[:, :8], torch.tensor([200.0, 0.0, 0.0])[:, None, None].expand(3, 8, 16), atol=1e-3, rtol=0
+    )
     torch.testing.assert_close(pixels[:, 8:], torch.full((3, 8, 16), 255.0), atol=1e-3, rtol=0)
     pil_pixels = unnormalize(PosSamImageProcessor(size=16)(PIL.Image.fromarray(rgba))["pixel_values"][0])
     torch.testing.assert_close(pil_pixels, pixels, atol=1e-3, rtol=0)
+
+
+def test_high_bit_depth_pil_images_are_range_checked_not_clipped(processor):
+    as_float = PIL.Image.fromarray(np.full((8, 8), 0.5, dtype=np.float32))  # mode "F", [0, 1] scale
+    assert torch.allclose(
+        unnormalize(processor(as_float)["pixel_values"][0])[:, :8, :8], torch.tensor(127.5), atol=1e-3
+    )
+    with pytest.raises(ValueError, match=r"got range \[70000, 70000\]"):
+        processor(PIL.Image.fromarray(np.full((8, 8), 70000, dtype=np.int32)))  # mode "I"
 
 
 @pytest.mark.parametrize(
@@ -109,7 +125,11 @@ def test_grayscale_and_rgba(processor):
         (np.full((10, 10, 3), 300.0), ValueError, r"\[0, 1\] or \[0, 255\].*300"),
         (np.full((10, 10, 3), np.nan), ValueError, "NaN"),
         (np.zeros((0, 10, 3), dtype=np.uint8), ValueError, "empty"),
-        ({"not": "an image"}, TypeError, "expected a PIL image, a file path, a numpy array or a torch tensor, got dict"),
+        (
+            {"not": "an image"},
+            TypeError,
+            "expected a PIL image, a file path, a numpy array or a torch tensor, got dict",
+        ),
         ([], ValueError, "empty list"),
         ("/does/not/exist.png", ValueError, "cannot read image file '/does/not/exist.png'"),
     ],
@@ -160,8 +180,11 @@ def panoptic_example():
 def test_panoptic_targets_without_resize():
     ids, segments = panoptic_example()
     processor = PosSamImageProcessor(size=8)
-    out = processor(np.zeros((6, 8, 3), np.uint8), [{"panoptic_map": ids, "segments_info": segments}],
-                    category_to_label={10: 0, 20: 1})
+    out = processor(
+        np.zeros((6, 8, 3), np.uint8),
+        [{"panoptic_map": ids, "segments_info": segments}],
+        category_to_label={10: 0, 20: 1},
+    )
     masks, labels, ignore = out["mask_labels"][0], out["class_labels"][0], out["ignore_mask"][0]
     assert masks.dtype == torch.float32 and masks.shape == (2, 8, 8)
     assert labels.dtype == torch.int64 and labels.tolist() == [0, 1]
@@ -177,8 +200,11 @@ def test_panoptic_targets_without_resize():
 def test_panoptic_targets_follow_image_resize_with_nearest():
     ids, segments = panoptic_example()
     processor = PosSamImageProcessor(size=16)
-    out = processor(np.zeros((6, 8, 3), np.uint8), {"panoptic_map": ids, "segments_info": segments},
-                    category_to_label={10: 0, 20: 1})
+    out = processor(
+        np.zeros((6, 8, 3), np.uint8),
+        {"panoptic_map": ids, "segments_info": segments},
+        category_to_label={10: 0, 20: 1},
+    )
     assert out["reshaped_input_sizes"].tolist() == [[12, 16]]
     upsampled = np.kron(ids, np.ones((2, 2), dtype=np.int64))  # exact 2x nearest
     assert out["mask_labels"][0][0, :12, :16].bool().numpy().tolist() == (upsampled == 1).tolist()
@@ -193,9 +219,13 @@ def test_coco_rgb_png_and_label_ids(tmp_path):
     rgb = np.stack([ids % 256, (ids // 256) % 256, ids // 65536], -1).astype(np.uint8)
     path = tmp_path / "pan.png"
     PIL.Image.fromarray(rgb).save(path)
-    segments = [{"id": s["id"] * 1000, "label_id": {10: 3, 20: 4}[s["category_id"]], "iscrowd": s.get("iscrowd", 0)}
-                for s in segments]
-    out = PosSamImageProcessor(size=8)(np.zeros((6, 8, 3), np.uint8), [{"panoptic_map": str(path), "segments_info": segments}])
+    segments = [
+        {"id": s["id"] * 1000, "label_id": {10: 3, 20: 4}[s["category_id"]], "iscrowd": s.get("iscrowd", 0)}
+        for s in segments
+    ]
+    out = PosSamImageProcessor(size=8)(
+        np.zeros((6, 8, 3), np.uint8), [{"panoptic_map": str(path), "segments_info": segments}]
+    )
     assert out["class_labels"][0].tolist() == [3, 4]
     assert out["mask_labels"][0][0, :6].bool().numpy().tolist() == (ids == 1000).tolist()
 
@@ -203,10 +233,11 @@ def test_coco_rgb_png_and_label_ids(tmp_path):
 def test_instance_and_semantic_targets():
     processor = PosSamImageProcessor(size=4)
     instance_map = np.array([[0, 1, 1, 2], [0, 1, 5, 2], [3, 3, 5, 2], [3, 3, 0, 0]])
-    out = processor(np.zeros((4, 4, 3), np.uint8),
-                    [{"instance_map": instance_map, "instance_to_class": {1: 7, 2: 8, 3: 7, 5: 9},
-                      "crowd_instance_ids": [5]}],
-                    category_to_label={7: 0, 8: 1, 9: 2})
+    out = processor(
+        np.zeros((4, 4, 3), np.uint8),
+        [{"instance_map": instance_map, "instance_to_class": {1: 7, 2: 8, 3: 7, 5: 9}, "crowd_instance_ids": [5]}],
+        category_to_label={7: 0, 8: 1, 9: 2},
+    )
     assert out["class_labels"][0].tolist() == [0, 1, 0]
     for mask, instance in zip(out["mask_labels"][0], [1, 2, 3]):
         assert mask.bool().numpy().tolist() == (instance_map == instance).tolist()
@@ -217,6 +248,10 @@ def test_instance_and_semantic_targets():
     assert out["class_labels"][0].tolist() == [1, 4]
     assert out["mask_labels"][0][1].bool().numpy().tolist() == (semantic_map == 4).tolist()
     assert out["ignore_mask"][0].numpy().tolist() == (semantic_map == 255).tolist()
+    # Two dataset ids mapped to one label make one mask.
+    merged = processor(torch.zeros(3, 4, 4), {"semantic_map": semantic_map}, category_to_label={1: 0, 4: 0})
+    assert merged["class_labels"][0].tolist() == [0]
+    assert merged["mask_labels"][0][0].bool().numpy().tolist() == (semantic_map != 255).tolist()
 
 
 def test_prepare_training_example_pads_without_resizing():
@@ -236,16 +271,31 @@ def test_prepare_training_example_pads_without_resizing():
 @pytest.mark.parametrize(
     "annotation, kwargs, message",
     [
-        ({"panoptic_map": np.ones((6, 8)), "segments_info": [{"id": 1, "category_id": 99}]}, {"category_to_label": {10: 0}},
-         "category id 99 is not in category_to_label"),
-        ({"panoptic_map": np.ones((6, 8)), "segments_info": [{"id": 1, "category_id": 10}]}, {},
-         "'category_id' needs category_to_label"),
-        ({"panoptic_map": np.full((6, 8), 4), "segments_info": [{"id": 1, "label_id": 0}]}, {},
-         r"contains ids \[4\] that the annotation does not describe"),
-        ({"panoptic_map": np.ones((6, 8)), "segments_info": [{"id": 1, "label_id": 0}, {"id": 1, "label_id": 1}]}, {},
-         "duplicate segment id 1"),
-        ({"panoptic_map": np.ones((6, 8)), "segments_info": [{"id": 1, "label_id": 5}]}, {"num_labels": 3},
-         r"label id 5 is outside \[0, 3\)"),
+        (
+            {"panoptic_map": np.ones((6, 8)), "segments_info": [{"id": 1, "category_id": 99}]},
+            {"category_to_label": {10: 0}},
+            "category id 99 is not in category_to_label",
+        ),
+        (
+            {"panoptic_map": np.ones((6, 8)), "segments_info": [{"id": 1, "category_id": 10}]},
+            {},
+            "'category_id' needs category_to_label",
+        ),
+        (
+            {"panoptic_map": np.full((6, 8), 4), "segments_info": [{"id": 1, "label_id": 0}]},
+            {},
+            r"contains ids \[4\] that the annotation does not describe",
+        ),
+        (
+            {"panoptic_map": np.ones((6, 8)), "segments_info": [{"id": 1, "label_id": 0}, {"id": 1, "label_id": 1}]},
+            {},
+            "duplicate segment id 1",
+        ),
+        (
+            {"panoptic_map": np.ones((6, 8)), "segments_info": [{"id": 1, "label_id": 5}]},
+            {"num_labels": 3},
+            r"label id 5 is outside \[0, 3\)",
+        ),
         ({"semantic_map": np.ones((5, 8))}, {}, "the map is 5x8 but its image is 6x8"),
         ({"semantic_map": np.ones((6, 8)), "panoptic_map": np.ones((6, 8))}, {}, "expected exactly one of"),
         ({"instance_map": np.ones((6, 8))}, {}, "needs 'instance_to_class'"),

@@ -84,8 +84,12 @@ def predictions(draw, max_queries=6, max_classes=4, max_size=8):
     if draw(st.booleans()):
         logits = np.round(logits)
     stuff = draw(st.sets(st.integers(0, num_classes - 1)))
-    return (torch.from_numpy(probabilities), torch.from_numpy(mask_scores),
-            torch.from_numpy(logits.astype(np.float32)), stuff)
+    return (
+        torch.from_numpy(probabilities),
+        torch.from_numpy(mask_scores),
+        torch.from_numpy(logits.astype(np.float32)),
+        stuff,
+    )
 
 
 PROPERTY_SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -264,8 +268,14 @@ def test_instance_scores_and_overlaps():
     things_only = post_process_instance_segmentation(outputs, top_k=3, padded_size=8, stuff_label_ids=[1])[0]
     assert [s["label_id"] for s in things_only["segments_info"]] == [0]
     assert (things_only["segmentation"][:, 4:] == 0).all()
-    assert post_process_instance_segmentation(outputs, top_k=3, padded_size=8, threshold=0.3)[0]["segments_info"][0]["id"] == 1
-    assert len(post_process_instance_segmentation(outputs, top_k=3, padded_size=8, threshold=0.3)[0]["segments_info"]) == 1
+    assert (
+        post_process_instance_segmentation(outputs, top_k=3, padded_size=8, threshold=0.3)[0]["segments_info"][0]["id"]
+        == 1
+    )
+    assert (
+        len(post_process_instance_segmentation(outputs, top_k=3, padded_size=8, threshold=0.3)[0]["segments_info"])
+        == 1
+    )
 
 
 def test_semantic_sums_queries_weighted_by_class_probability():
@@ -281,10 +291,14 @@ def test_semantic_matches_interpolate_reference():
     probabilities = torch.rand(5, 4)
     logits = torch.randn(5, 8, 8) * 4
     target = (19, 11)
-    result = post_process_semantic_segmentation(make_outputs(probabilities, torch.ones(5), logits), target_sizes=[target])[0]
+    result = post_process_semantic_segmentation(
+        make_outputs(probabilities, torch.ones(5), logits), target_sizes=[target]
+    )[0]
     valid = longest_edge_resize_shape(*target, 32)
     upsampled = F.interpolate(logits[None], size=(32, 32), mode="bilinear", align_corners=False)
-    resized = F.interpolate(upsampled[..., : valid[0], : valid[1]], size=target, mode="bilinear", align_corners=False)[0]
+    resized = F.interpolate(upsampled[..., : valid[0], : valid[1]], size=target, mode="bilinear", align_corners=False)[
+        0
+    ]
     scores = torch.einsum("kc,khw->chw", probabilities[:, :3], resized.sigmoid())
     top2 = scores.topk(2, dim=0).values
     decided = (top2[0] - top2[1]) > 1e-4  # pixels not on a float tie
@@ -313,8 +327,10 @@ def test_padding_is_cropped_and_non_square_image_resized():
     assert (resized["segmentation"][:16] == 1).all() and (resized["segmentation"][16:] == 0).all()
     # Through the image processor, whose size gives S.
     processor = PosSamImageProcessor(size=64)
-    assert torch.equal(processor.post_process_panoptic_segmentation(outputs, target_sizes=[(30, 60)])[0]["segmentation"],
-                       result["segmentation"])
+    assert torch.equal(
+        processor.post_process_panoptic_segmentation(outputs, target_sizes=[(30, 60)])[0]["segmentation"],
+        result["segmentation"],
+    )
 
 
 def test_resizing_matches_three_interpolate_calls():
@@ -325,7 +341,9 @@ def test_resizing_matches_three_interpolate_calls():
     for target in [(30, 60), (61, 17), (64, 64), (5, 3), (200, 90)]:
         valid = longest_edge_resize_shape(*target, 64)
         expected = F.interpolate(logits[None], size=(64, 64), mode="bilinear", align_corners=False)
-        expected = F.interpolate(expected[..., : valid[0], : valid[1]], size=target, mode="bilinear", align_corners=False)[0]
+        expected = F.interpolate(
+            expected[..., : valid[0], : valid[1]], size=target, mode="bilinear", align_corners=False
+        )[0]
         plan = _ResizePlan((16, 16), 64, valid, target, "cpu")
         bands = list(plan.bands(logits))
         assert bands[0][0] == 0 and bands[-1][1] == target[0]
@@ -335,18 +353,24 @@ def test_resizing_matches_three_interpolate_calls():
 def test_batch_of_images_with_different_sizes():
     torch.manual_seed(2)
     outputs = PosSamOutput(
-        class_probabilities=torch.rand(2, 4, 3), mask_scores=torch.rand(2, 4), masks_queries_logits=torch.randn(2, 4, 8, 8)
+        class_probabilities=torch.rand(2, 4, 3),
+        mask_scores=torch.rand(2, 4),
+        masks_queries_logits=torch.randn(2, 4, 8, 8),
     )
     results = post_process_panoptic_segmentation(outputs, target_sizes=[(10, 20), (25, 7)])
     assert [r["segmentation"].shape for r in results] == [(10, 20), (25, 7)]
     single = post_process_panoptic_segmentation(
-        PosSamOutput(class_probabilities=outputs.class_probabilities[1:], mask_scores=outputs.mask_scores[1:],
-                     masks_queries_logits=outputs.masks_queries_logits[1:]),
+        PosSamOutput(
+            class_probabilities=outputs.class_probabilities[1:],
+            mask_scores=outputs.mask_scores[1:],
+            masks_queries_logits=outputs.masks_queries_logits[1:],
+        ),
         target_sizes=[(25, 7)],
     )[0]
     assert torch.equal(single["segmentation"], results[1]["segmentation"])
-    assert [r.shape for r in post_process_semantic_segmentation(outputs, target_sizes=torch.tensor([[10, 20], [25, 7]]))] == [
-        (10, 20), (25, 7)]
+    assert [
+        r.shape for r in post_process_semantic_segmentation(outputs, target_sizes=torch.tensor([[10, 20], [25, 7]]))
+    ] == [(10, 20), (25, 7)]
 
 
 # ------------------------------------------------------------------------------------------------ interfaces
@@ -359,7 +383,8 @@ def test_works_inside_transformers_image_segmentation_pipeline():
     outputs = make_outputs(probabilities, [1.0, 1.0], logits)
     outputs["target_size"] = [(20, 40)]  # what the pipeline's _forward adds
     fake_pipeline = types.SimpleNamespace(
-        image_processor=processor, model=types.SimpleNamespace(config=types.SimpleNamespace(id2label={0: "cat", 1: "dog"}))
+        image_processor=processor,
+        model=types.SimpleNamespace(config=types.SimpleNamespace(id2label={0: "cat", 1: "dog"})),
     )
     annotation = ImageSegmentationPipeline.postprocess(fake_pipeline, outputs, threshold=0.0)
     assert [(a["label"], round(a["score"], 3)) for a in annotation] == [("cat", 0.9), ("dog", 0.9)]
@@ -372,19 +397,27 @@ def test_missing_inference_fields_and_bad_shapes():
     with pytest.raises(ValueError, match="eval mode"):
         post_process_panoptic_segmentation(PosSamOutput(masks_queries_logits=torch.zeros(1, 2, 4, 4)))
     with pytest.raises(ValueError, match="eval mode"):
-        post_process_semantic_segmentation({"masks_queries_logits": torch.zeros(1, 2, 4, 4), "mask_scores": torch.zeros(1, 2)})
+        post_process_semantic_segmentation(
+            {"masks_queries_logits": torch.zeros(1, 2, 4, 4), "mask_scores": torch.zeros(1, 2)}
+        )
     with pytest.raises(ValueError, match="disagree on"):
         post_process_instance_segmentation(make_outputs(torch.rand(3, 2), torch.rand(2), torch.rand(2, 4, 4)))
     with pytest.raises(ValueError, match="vocabulary_is_thing has 3 entries"):
-        post_process_panoptic_segmentation(make_outputs(torch.rand(2, 3), torch.rand(2), torch.rand(2, 4, 4), [True] * 3))
+        post_process_panoptic_segmentation(
+            make_outputs(torch.rand(2, 3), torch.rand(2), torch.rand(2, 4, 4), [True] * 3)
+        )
     with pytest.raises(ValueError, match="target_sizes must hold one positive"):
-        post_process_panoptic_segmentation(make_outputs(torch.rand(2, 3), torch.rand(2), torch.rand(2, 4, 4)),
-                                           target_sizes=[(4, 4), (4, 4)])
+        post_process_panoptic_segmentation(
+            make_outputs(torch.rand(2, 3), torch.rand(2), torch.rand(2, 4, 4)), target_sizes=[(4, 4), (4, 4)]
+        )
     with pytest.raises(ValueError, match="does not fit"):
-        post_process_panoptic_segmentation(make_outputs(torch.rand(2, 3), torch.rand(2), torch.rand(2, 4, 4)),
-                                           reshaped_input_sizes=[(40, 4)])
+        post_process_panoptic_segmentation(
+            make_outputs(torch.rand(2, 3), torch.rand(2), torch.rand(2, 4, 4)), reshaped_input_sizes=[(40, 4)]
+        )
     with pytest.raises(ValueError, match="mask_threshold must be in"):
-        post_process_panoptic_segmentation(make_outputs(torch.rand(2, 3), torch.rand(2), torch.rand(2, 4, 4)), mask_threshold=2)
+        post_process_panoptic_segmentation(
+            make_outputs(torch.rand(2, 3), torch.rand(2), torch.rand(2, 4, 4)), mask_threshold=2
+        )
 
 
 def test_band_by_band_processing_equals_one_band(monkeypatch):
@@ -396,8 +429,12 @@ def test_band_by_band_processing_equals_one_band(monkeypatch):
     # Query k is confident on a diagonal stripe of its own, with noise: overlapping, irregular segments.
     rows, cols = torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="ij")
     logits = torch.stack([3.0 - (rows + cols - 2.5 * k).abs() for k in range(6)]) + torch.randn(6, 8, 8)
-    outputs = PosSamOutput(class_probabilities=probabilities, mask_scores=torch.rand(1, 6),
-                           masks_queries_logits=logits[None], vocabulary_is_thing=torch.tensor([True, False, True]))
+    outputs = PosSamOutput(
+        class_probabilities=probabilities,
+        mask_scores=torch.rand(1, 6),
+        masks_queries_logits=logits[None],
+        vocabulary_is_thing=torch.tensor([True, False, True]),
+    )
     kwargs = {"target_sizes": [(23, 17)]}
     whole = (
         post_process_panoptic_segmentation(outputs, overlap_mask_area_threshold=0.5, **kwargs)[0],
@@ -417,5 +454,7 @@ def test_band_by_band_processing_equals_one_band(monkeypatch):
     assert whole[0]["segments_info"] == banded[0]["segments_info"]
     assert torch.equal(whole[1]["segmentation"], banded[1]["segmentation"])
     assert [s["label_id"] for s in whole[1]["segments_info"]] == [s["label_id"] for s in banded[1]["segments_info"]]
-    assert [s["score"] for s in whole[1]["segments_info"]] == pytest.approx([s["score"] for s in banded[1]["segments_info"]])
+    assert [s["score"] for s in whole[1]["segments_info"]] == pytest.approx(
+        [s["score"] for s in banded[1]["segments_info"]]
+    )
     assert torch.equal(whole[2], banded[2])

@@ -27,7 +27,9 @@ def test_prompts_order_and_index_tensors(processor):
     out = processor(text=["person,child,girl", "cat", "wall-other-merged"])
     templates = list(DEFAULT_PROMPT_TEMPLATES)
     synonyms = ["person", "child", "girl", "cat", "wall-other-merged"]
-    prompts, prompt_to_synonym, synonym_to_class = processor.build_prompts(resolve_vocabulary(["person,child,girl", "cat", "wall-other-merged"]))
+    prompts, prompt_to_synonym, synonym_to_class = processor.build_prompts(
+        resolve_vocabulary(["person,child,girl", "cat", "wall-other-merged"])
+    )
     assert prompts == [t.replace("{}", name) for name in synonyms for t in templates]
     assert set(out) == {"input_ids", "attention_mask", "prompt_to_synonym", "synonym_to_class"}
     assert out["prompt_to_synonym"].tolist() == [s for s in range(5) for _ in templates] == prompt_to_synonym
@@ -40,7 +42,7 @@ def test_prompts_order_and_index_tensors(processor):
     assert out["attention_mask"].sum(1).tolist() == lengths
     for row, prompt in enumerate(prompts):
         assert out["input_ids"][row, : lengths[row]].tolist() == tokenizer(prompt)["input_ids"]
-        assert (out["input_ids"][row, lengths[row]:] == tokenizer.pad_token_id).all()
+        assert (out["input_ids"][row, lengths[row] :] == tokenizer.pad_token_id).all()
 
 
 def test_images_and_text_together(processor):
@@ -126,7 +128,9 @@ def test_custom_templates_and_save_load_round_trip(tmp_path):
     processor.save_pretrained(tmp_path)
     loaded = PosSamProcessor.from_pretrained(tmp_path)
     assert loaded.prompt_templates == ["a {}", "{} photo"]
-    assert isinstance(loaded.image_processor, PosSamImageProcessor) and loaded.image_processor.size == {"longest_edge": 64}
+    assert isinstance(loaded.image_processor, PosSamImageProcessor) and loaded.image_processor.size == {
+        "longest_edge": 64
+    }
     assert type(loaded.tokenizer).__name__ == "CLIPTokenizer"
     image = np.random.default_rng(0).integers(0, 256, (10, 30, 3), dtype=np.uint8)
     before, after = processor(images=image, text=["cat,kitty"]), loaded(images=image, text=["cat,kitty"])
@@ -152,16 +156,26 @@ def test_post_processing_names_segments_and_fuses_vocabulary_stuff(processor):
     probabilities = torch.tensor([[0.0, 0.9, 0.0], [0.0, 0.8, 0.0], [0.7, 0.0, 0.0]])
     logits = torch.full((3, 8, 8), -6.0)
     logits[0, :3], logits[1, 3:5], logits[2, 5:] = 6.0, 6.0, 6.0
-    outputs = PosSamOutput(class_probabilities=probabilities[None], mask_scores=torch.ones(1, 3),
-                           masks_queries_logits=logits[None])
+    outputs = PosSamOutput(
+        class_probabilities=probabilities[None], mask_scores=torch.ones(1, 3), masks_queries_logits=logits[None]
+    )
     vocabulary = ["cat", "grass,lawn"]
-    panoptic = processor.post_process_panoptic_segmentation(outputs, vocabulary, stuff_labels=["grass"], target_sizes=[(32, 32)])[0]
-    assert [(s["label"], s["label_id"], s["was_fused"]) for s in panoptic["segments_info"]] == [("grass", 1, True), ("cat", 0, False)]
+    panoptic = processor.post_process_panoptic_segmentation(
+        outputs, vocabulary, stuff_labels=["grass"], target_sizes=[(32, 32)]
+    )[0]
+    assert [(s["label"], s["label_id"], s["was_fused"]) for s in panoptic["segments_info"]] == [
+        ("grass", 1, True),
+        ("cat", 0, False),
+    ]
     things = processor.post_process_panoptic_segmentation(outputs, vocabulary, target_sizes=[(32, 32)])[0]
     assert [s["label"] for s in things["segments_info"]] == ["grass", "grass", "cat"]
-    instances = processor.post_process_instance_segmentation(outputs, vocabulary, stuff_labels=["grass"], target_sizes=[(32, 32)])[0]
+    instances = processor.post_process_instance_segmentation(
+        outputs, vocabulary, stuff_labels=["grass"], target_sizes=[(32, 32)]
+    )[0]
     assert [s["label"] for s in instances["segments_info"]] == ["cat"]
-    semantic = processor.post_process_semantic_segmentation(outputs, Vocabulary.from_labels(vocabulary), target_sizes=[(32, 32)])[0]
+    semantic = processor.post_process_semantic_segmentation(
+        outputs, Vocabulary.from_labels(vocabulary), target_sizes=[(32, 32)]
+    )[0]
     assert semantic.shape == (32, 32) and (semantic[:18] == 1).all() and (semantic[22:] == 0).all()
     with pytest.raises(ValueError, match="2 classes but the vocabulary has 3"):
         processor.post_process_panoptic_segmentation(outputs, ["a", "b", "c"])
