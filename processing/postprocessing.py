@@ -1,0 +1,405 @@
+"""Post-processing of [`PosSamOutput`] into panoptic, instance and semantic segmentations (SPEC.md section 3).
+
+All three read the inference-only fields of the model output:
+
+- `class_probabilities` (B, K, C + 1): ensembled class probabilities, void last, classes scaled by (1 - void);
+- `mask_scores` (B, K): how much each mask is trusted (predicted IoU ** gamma);
+- `masks_queries_logits` (B, K, h, w): mask logits at stride 4 of the padded S x S input;
+- `vocabulary_is_thing` (C,), optional: thing flags, used when no stuff classes are given.
+
+Masks go back to the image the way pre-processing came from it: bilinear upsampling to S x S, cropping of the
+padding, bilinear resizing to the requested size (see `resizing.py`). Two behaviours of transformers' Mask2Former
+post-processing are deliberately not reproduced because they silently drop low-scoring open-vocabulary segments:
+masks are never resized to a fixed intermediate size, and a segment's area is measured on its own unweighted mask,
+never after multiplying the mask by its class score.
+
+Pixels are processed in bands of rows so that K full-resolution masks never sit in memory at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .resizing import longest_edge_resize_shape, mask_to_image_matrix
+
+
+# Elements of the largest temporary tensor one band may create (32 MB of float32; smaller bands stay in cache).
+BAND_ELEMENTS = 1 << 23
+
+
+@dataclass
+class _Predictions:
+    class_probabilities: torch.Tensor  # (B, K, C + 1)
+    mask_scores: torch.Tensor  # (B, K)
+    mask_logits: torch.Tensor  # (B, K, h, w)
+    stuff_label_ids: set[int] | None  # from vocabulary_is_thing
+
+    @property
+    def num_classes(self) -> int:
+        return self.class_probabilities.shape[-1] - 1
+
+
+def _field(outputs, name: str):
+    if isinstance(outputs, Mapping):
+        return outputs.get(name)
+    return getattr(outputs, name, None)
+
+
+def read_predictions(outputs) -> _Predictions:
+    """Checks and extracts the fields post-processing uses from a `PosSamOutput` (or any dict with those keys)."""
+    probabilities = _field(outputs, "class_probabilities")
+    mask_scores = _field(outputs, "mask_scores")
+    masks = _field(outputs, "masks_queries_logits")
+    if probabilities is None or mask_scores is None:
+        raise ValueError(
+            "The model output has no class_probabilities / mask_scores: they are computed at inference only, so run "
+            "the model in eval mode (model.eval()) before post-processing."
+        )
+    if masks is None:
+        raise ValueError("The model output has no masks_queries_logits to post-process.")
+    if probabilities.ndim != 3 or masks.ndim != 4 or mask_scores.ndim != 2:
+        raise ValueError(
+            "Expected class_probabilities (B, K, C+1), mask_scores (B, K) and masks_queries_logits (B, K, h, w), got "
+            f"shapes {tuple(probabilities.shape)}, {tuple(mask_scores.shape)} and {tuple(masks.shape)}."
+        )
+    if probabilities.shape[:2] != masks.shape[:2] or tuple(mask_scores.shape) != tuple(masks.shape[:2]):
+        raise ValueError(
+            "class_probabilities, mask_scores and masks_queries_logits disagree on (batch, queries): "
+            f"{tuple(probabilities.shape[:2])}, {tuple(mask_scores.shape)}, {tuple(masks.shape[:2])}."
+        )
+    if probabilities.shape[-1] < 2:
+        raise ValueError(
+            f"class_probabilities needs at least one class and the void column, got {probabilities.shape[-1]} columns."
+        )
+    is_thing = _field(outputs, "vocabulary_is_thing")
+    stuff = None
+    if is_thing is not None:
+        is_thing = torch.as_tensor(is_thing, dtype=torch.bool).flatten()
+        if is_thing.numel() != probabilities.shape[-1] - 1:
+            raise ValueError(
+                f"vocabulary_is_thing has {is_thing.numel()} entries but class_probabilities has "
+                f"{probabilities.shape[-1] - 1} classes."
+            )
+        stuff = set(torch.nonzero(~is_thing).flatten().tolist())
+    return _Predictions(probabilities.float(), mask_scores.float(), masks.float(), stuff)
+
+
+def _size_list(sizes, batch_size: int, name: str) -> list[tuple[int, int]] | None:
+    if sizes is None:
+        return None
+    if isinstance(sizes, torch.Tensor):
+        sizes = sizes.tolist()
+    sizes = [tuple(int(v) for v in size) for size in sizes]
+    if len(sizes) != batch_size or any(len(size) != 2 or min(size) <= 0 for size in sizes):
+        raise ValueError(f"{name} must hold one positive (height, width) per image ({batch_size}), got {sizes}.")
+    return sizes
+
+
+class _ResizePlan:
+    """Takes one image's stride-4 mask logits to the output size, band of rows by band of rows.
+
+    Rows: the composed bilinear row matrix has at most a few non-zeros per output row, stored as (indices, weights)
+    and applied with a gather. Columns: the composed column matrix, applied as one matrix product per band (faster
+    on CPU than a gather or two `interpolate` calls through the S-wide intermediate).
+    """
+
+    def __init__(self, mask_size, padded_size, valid_size, target_size, device):
+        if not (0 < valid_size[0] <= padded_size and 0 < valid_size[1] <= padded_size):
+            raise ValueError(
+                f"The resized image size {tuple(valid_size)} does not fit in the padded input of side {padded_size}."
+            )
+        rows = mask_to_image_matrix(mask_size[0], padded_size, valid_size[0], target_size[0])
+        nonzero = rows != 0
+        taps = max(int(nonzero.sum(1).max()), 1)
+        # Non-zero positions first (stable keeps their order); rows with fewer get zero-weight padding.
+        index = torch.argsort((~nonzero).to(torch.int8), dim=1, stable=True)[:, :taps]
+        self.row_index = index.to(device)
+        self.row_weight = rows.gather(1, index).to(device=device, dtype=torch.float32)
+        columns = mask_to_image_matrix(mask_size[1], padded_size, valid_size[1], target_size[1])
+        self.column_matrix = columns.T.to(device=device, dtype=torch.float32).contiguous()
+        self.target_size = tuple(target_size)
+
+    def bands(self, logits: torch.Tensor, channels: int = 0) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """Yields (start, stop, band) with band the (K, stop - start, W) logits of output rows start..stop-1.
+
+        `channels` is the size of any per-pixel tensor the caller builds from a band (C classes), so bands stay
+        within BAND_ELEMENTS.
+        """
+        num_masks, _, mask_width = logits.shape
+        height, width = self.target_size
+        per_row = max(num_masks * max(self.row_index.shape[1] * mask_width, width), width * channels, 1)
+        band_rows = max(1, min(height, BAND_ELEMENTS // per_row))
+        for start in range(0, height, band_rows):
+            stop = min(height, start + band_rows)
+            index, weight = self.row_index[start:stop], self.row_weight[start:stop]
+            band = logits[:, index.flatten(), :].view(num_masks, stop - start, index.shape[1], mask_width)
+            band = (band * weight[None, :, :, None]).sum(2)
+            yield start, stop, band @ self.column_matrix
+
+
+def _plans(predictions, padded_size, target_sizes, reshaped_input_sizes) -> list[_ResizePlan]:
+    batch_size, _, mask_height, mask_width = predictions.mask_logits.shape
+    if padded_size is None:
+        # Masks are predicted at stride 4 of the padded square input.
+        padded_size = 4 * mask_height
+    targets = _size_list(target_sizes, batch_size, "target_sizes")
+    reshaped = _size_list(reshaped_input_sizes, batch_size, "reshaped_input_sizes")
+    plans = []
+    for i in range(batch_size):
+        if reshaped is not None:
+            valid = reshaped[i]
+        elif targets is not None:
+            # Recompute the size pre-processing resized this image to, with the same rounding.
+            valid = longest_edge_resize_shape(*targets[i], padded_size)
+        else:
+            valid = (padded_size, padded_size)
+        target = targets[i] if targets is not None else valid
+        plans.append(
+            _ResizePlan((mask_height, mask_width), padded_size, valid, target, predictions.mask_logits.device)
+        )
+    return plans
+
+
+def _check_thresholds(**values):
+    for name, value in values.items():
+        if not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {value}.")
+
+
+def post_process_panoptic_segmentation(
+    outputs,
+    threshold: float = 0.0,
+    mask_threshold: float = 0.5,
+    overlap_mask_area_threshold: float = 0.8,
+    label_ids_to_fuse: Iterable[int] | None = None,
+    target_sizes: Sequence[tuple[int, int]] | torch.Tensor | None = None,
+    padded_size: int | None = None,
+    reshaped_input_sizes: Sequence[tuple[int, int]] | torch.Tensor | None = None,
+) -> list[dict]:
+    """Panoptic segmentation: each pixel belongs to at most one segment; stuff segments of a class are merged.
+
+    A query k is kept when its label (argmax over the C + 1 columns) is not void and its score
+    `max_c<C p[k, c] * mask_scores[k]` exceeds `threshold`. Each pixel goes to the kept query maximizing
+    `score_k * sigmoid(mask_k)`, if that mask's probability there is >= `mask_threshold` (otherwise the pixel is void).
+    A query's segment is dropped when the area it keeps is less than `overlap_mask_area_threshold` times the area of
+    its own mask (sigmoid >= `mask_threshold`, not weighted by any score). Kept queries of the same stuff class are
+    merged into one segment. Segments are numbered 1..N by decreasing score; 0 is void.
+
+    Args:
+        outputs ([`PosSamOutput`] or dict): the model output (eval mode), see the module docstring.
+        threshold: minimum query score. 0 keeps every non-void query, as FC-CLIP does (the IoU already ranks them).
+        mask_threshold: probability above which a pixel belongs to a mask.
+        overlap_mask_area_threshold: minimum fraction of its own mask a segment must keep.
+        label_ids_to_fuse: stuff classes to merge per class; `None` takes the non-thing classes of
+            `outputs.vocabulary_is_thing` when present, else merges nothing.
+        target_sizes: (height, width) per image, the original image sizes; `None` returns the resized image size
+            (or the padded input when `reshaped_input_sizes` is also `None`).
+        padded_size: S, the side of the padded model input; `None` takes 4x the mask size.
+        reshaped_input_sizes: (height, width) of each image after resizing, before padding; `None` recomputes it from
+            `target_sizes` exactly as pre-processing resized.
+
+    Returns:
+        One dict per image: `segmentation` (H, W) int32 tensor of segment ids, and `segments_info`, a list of
+        `{"id", "label_id", "was_fused", "score"}` (`was_fused`: the class is fused per class, as in transformers).
+    """
+    _check_thresholds(mask_threshold=mask_threshold, overlap_mask_area_threshold=overlap_mask_area_threshold)
+    predictions = read_predictions(outputs)
+    if label_ids_to_fuse is None:
+        stuff = predictions.stuff_label_ids or set()
+    else:
+        stuff = {int(label) for label in label_ids_to_fuse}
+    plans = _plans(predictions, padded_size, target_sizes, reshaped_input_sizes)
+    return [
+        _panoptic_one_image(
+            predictions.class_probabilities[i],
+            predictions.mask_scores[i],
+            predictions.mask_logits[i],
+            plans[i],
+            stuff,
+            threshold,
+            mask_threshold,
+            overlap_mask_area_threshold,
+        )
+        for i in range(len(plans))
+    ]
+
+
+def _panoptic_one_image(probabilities, mask_scores, mask_logits, plan, stuff, threshold, mask_threshold, overlap):
+    num_classes = probabilities.shape[-1] - 1
+    class_scores, class_ids = probabilities[:, :num_classes].max(-1)
+    scores = class_scores * mask_scores
+    keep = (probabilities.argmax(-1) != num_classes) & (scores > threshold)
+    kept = torch.nonzero(keep).flatten()
+    # Decreasing score fixes segment ids and argmax ties independently of the order of the queries.
+    kept = kept[torch.argsort(scores[kept], descending=True, stable=True)]
+    height, width = plan.target_size
+    device = mask_logits.device
+    if kept.numel() == 0:
+        return {"segmentation": torch.zeros((height, width), dtype=torch.int32, device=device), "segments_info": []}
+
+    kept_scores = scores[kept]
+    query_map = torch.empty((height, width), dtype=torch.int64, device=device)
+    own_area = torch.zeros(kept.numel(), dtype=torch.int64, device=device)
+    kept_area = torch.zeros(kept.numel(), dtype=torch.int64, device=device)
+    for start, stop, band in plan.bands(mask_logits[kept]):
+        probs = band.sigmoid()
+        best = (kept_scores[:, None, None] * probs).argmax(0)
+        best_prob = probs.gather(0, best[None])[0]
+        assigned = torch.where(best_prob >= mask_threshold, best, -1)
+        own_area += (probs >= mask_threshold).flatten(1).sum(1)
+        kept_area += torch.bincount(assigned[assigned >= 0], minlength=kept.numel())
+        query_map[start:stop] = assigned
+
+    ratio = kept_area.double() / own_area.clamp(min=1).double()
+    valid = ((own_area > 0) & (kept_area > 0) & (ratio >= overlap)).tolist()
+    # Index 0 of the lookup is for void pixels (query_map == -1).
+    lookup = torch.zeros(kept.numel() + 1, dtype=torch.int32, device=device)
+    segments, stuff_segment = [], {}
+    for position in range(kept.numel()):
+        if not valid[position]:
+            continue
+        label = int(class_ids[kept[position]])
+        if label in stuff and label in stuff_segment:
+            lookup[position + 1] = stuff_segment[label]
+            continue
+        segment_id = len(segments) + 1
+        segments.append(
+            {"id": segment_id, "label_id": label, "was_fused": label in stuff, "score": float(kept_scores[position])}
+        )
+        if label in stuff:
+            stuff_segment[label] = segment_id
+        lookup[position + 1] = segment_id
+    return {"segmentation": lookup[query_map + 1], "segments_info": segments}
+
+
+def post_process_instance_segmentation(
+    outputs,
+    threshold: float = 0.0,
+    mask_threshold: float = 0.5,
+    overlap_mask_area_threshold: float | None = None,
+    target_sizes: Sequence[tuple[int, int]] | torch.Tensor | None = None,
+    return_binary_maps: bool = False,
+    top_k: int = 100,
+    stuff_label_ids: Iterable[int] | None = None,
+    padded_size: int | None = None,
+    reshaped_input_sizes: Sequence[tuple[int, int]] | torch.Tensor | None = None,
+) -> list[dict]:
+    """Instance segmentation: the `top_k` best (query, class) pairs, which may overlap.
+
+    The pairs are the `top_k` largest `p[k, c]` over K x C; each pair's score is
+    `p[k, c] * mean(sigmoid(mask_k) inside its binary mask) * mask_scores[k]`, its mask `sigmoid(mask_k) >=
+    mask_threshold` at the output size. Pairs of stuff classes are dropped after the top-k (FC-CLIP keeps only things
+    for mask AP), as are empty masks and scores not above `threshold`. Instances are numbered 1..N by decreasing score.
+
+    Args:
+        outputs, mask_threshold, target_sizes, padded_size, reshaped_input_sizes: as in
+            [`post_process_panoptic_segmentation`].
+        threshold: minimum instance score.
+        overlap_mask_area_threshold: not used (instances may overlap); accepted because transformers'
+            `image-segmentation` pipeline passes it to every post-processing method.
+        return_binary_maps: return the (N, H, W) bool masks instead of one id map.
+        top_k: number of (query, class) pairs considered (100 as FC-CLIP for COCO).
+        stuff_label_ids: classes without instances; `None` takes the non-thing classes of
+            `outputs.vocabulary_is_thing` when present, else none.
+
+    Returns:
+        One dict per image: `segmentation`, an (H, W) int32 map where each pixel holds the id of the best-scoring
+        instance covering it (0 elsewhere), or with `return_binary_maps` the (N, H, W) bool masks in id order; and
+        `segments_info`, a list of `{"id", "label_id", "was_fused": False, "score"}`.
+    """
+    _check_thresholds(mask_threshold=mask_threshold)
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}.")
+    predictions = read_predictions(outputs)
+    if stuff_label_ids is None:
+        excluded = predictions.stuff_label_ids or set()
+    else:
+        excluded = {int(label) for label in stuff_label_ids}
+    plans = _plans(predictions, padded_size, target_sizes, reshaped_input_sizes)
+    return [
+        _instance_one_image(
+            predictions.class_probabilities[i],
+            predictions.mask_scores[i],
+            predictions.mask_logits[i],
+            plans[i],
+            excluded,
+            top_k,
+            threshold,
+            mask_threshold,
+            return_binary_maps,
+        )
+        for i in range(len(plans))
+    ]
+
+
+def _instance_one_image(
+    probabilities, mask_scores, mask_logits, plan, excluded, top_k, threshold, mask_threshold, binary
+):
+    num_classes = probabilities.shape[-1] - 1
+    device = mask_logits.device
+    height, width = plan.target_size
+    pair_probs, pair_index = (
+        probabilities[:, :num_classes].flatten().topk(min(top_k, probabilities.shape[0] * num_classes))
+    )
+    queries, labels = pair_index // num_classes, pair_index % num_classes
+    if excluded:
+        is_thing = ~torch.isin(labels, torch.tensor(sorted(excluded), device=device))
+        pair_probs, queries, labels = pair_probs[is_thing], queries[is_thing], labels[is_thing]
+
+    # A query can appear with several classes: compute each distinct mask once.
+    unique_queries, pair_to_mask = torch.unique(queries, return_inverse=True)
+    masks = torch.zeros((unique_queries.numel(), height, width), dtype=torch.bool, device=device)
+    prob_sum = torch.zeros(unique_queries.numel(), dtype=torch.float64, device=device)
+    for start, stop, band in plan.bands(mask_logits[unique_queries]):
+        probs = band.sigmoid()
+        inside = probs >= mask_threshold
+        masks[:, start:stop] = inside
+        prob_sum += (probs * inside).flatten(1).sum(1, dtype=torch.float64)
+    area = masks.flatten(1).sum(1)
+    mean_prob = (prob_sum / area.clamp(min=1)).float()
+    scores = pair_probs * mean_prob[pair_to_mask] * mask_scores[queries]
+    keep = torch.nonzero((area[pair_to_mask] > 0) & (scores > threshold)).flatten()
+    keep = keep[torch.argsort(scores[keep], descending=True, stable=True)]
+
+    segments = [
+        {"id": n + 1, "label_id": int(labels[pair]), "was_fused": False, "score": float(scores[pair])}
+        for n, pair in enumerate(keep.tolist())
+    ]
+    instance_masks = masks[pair_to_mask[keep]]
+    if binary:
+        return {"segmentation": instance_masks, "segments_info": segments}
+    segmentation = torch.zeros((height, width), dtype=torch.int32, device=device)
+    if keep.numel():
+        covered = instance_masks.any(0)
+        # Instances are sorted by score, so the first mask covering a pixel is the best one there.
+        first = instance_masks.to(torch.uint8).argmax(0).to(torch.int32) + 1
+        segmentation = torch.where(covered, first, segmentation)
+    return {"segmentation": segmentation, "segments_info": segments}
+
+
+def post_process_semantic_segmentation(
+    outputs,
+    target_sizes: Sequence[tuple[int, int]] | torch.Tensor | None = None,
+    padded_size: int | None = None,
+    reshaped_input_sizes: Sequence[tuple[int, int]] | torch.Tensor | None = None,
+) -> list[torch.Tensor]:
+    """Semantic segmentation: each pixel takes `argmax_c sum_k p[k, c] * sigmoid(mask_k)` over the C classes.
+
+    Args: as in [`post_process_panoptic_segmentation`].
+
+    Returns:
+        One (H, W) int64 tensor of label ids (0..C-1) per image.
+    """
+    predictions = read_predictions(outputs)
+    plans = _plans(predictions, padded_size, target_sizes, reshaped_input_sizes)
+    results = []
+    for i, plan in enumerate(plans):
+        class_probs = predictions.class_probabilities[i, :, : predictions.num_classes]
+        semantic = torch.empty(plan.target_size, dtype=torch.int64, device=class_probs.device)
+        for start, stop, band in plan.bands(predictions.mask_logits[i], channels=predictions.num_classes):
+            semantic[start:stop] = torch.einsum("kc,khw->chw", class_probs, band.sigmoid()).argmax(0)
+        results.append(semantic)
+    return results

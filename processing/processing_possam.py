@@ -1,0 +1,244 @@
+"""PosSAM processor: images through [`PosSamImageProcessor`], an open vocabulary through prompt templates and the CLIP
+tokenizer, and post-processing that names segments with the vocabulary's labels."""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import torch
+from transformers.image_processing_utils import BatchFeature
+from transformers.processing_utils import ProcessorMixin
+
+from ..configuration.configuration_possam import DEFAULT_PROMPT_TEMPLATES
+from ..configuration.vocabulary import SHIPPED_VOCABULARIES, Vocabulary, VocabularyError, load_vocabulary
+from .clip_tokenizer import CLIP_CONTEXT_LENGTH, clean_prompt, load_clip_tokenizer
+from .image_processing_possam import PosSamImageProcessor
+from .postprocessing import read_predictions
+
+
+# Tokenized vocabularies kept per processor; a vocabulary is usually reused for many images.
+VOCABULARY_CACHE_SIZE = 8
+
+
+def resolve_vocabulary(text, stuff_labels: Sequence[str] | None = None) -> Vocabulary:
+    """Turns the accepted vocabulary forms into a [`Vocabulary`].
+
+    Args:
+        text: a [`Vocabulary`]; a list of class entries (`["person,child,girl", "cat", "grass"]`, commas separate
+            synonyms of one class, the first name is the label); or a shipped vocabulary name (`"coco_panoptic"`,
+            `"ade20k_150"`, `"ade20k_847"`) or a vocabulary file path.
+        stuff_labels: with a list of entries, the labels to treat as stuff (merged per class by panoptic
+            post-processing); each must be one of the entries. Vocabularies and files carry their own flags.
+    """
+    if isinstance(text, Vocabulary):
+        if stuff_labels is not None:
+            raise ValueError(
+                "stuff_labels can only be given with a list of class names; a Vocabulary has its own flags."
+            )
+        return text
+    if isinstance(text, (str, os.PathLike)):
+        if stuff_labels is not None:
+            raise ValueError(
+                "stuff_labels can only be given with a list of class names; a vocabulary file has its own flags."
+            )
+        try:
+            return load_vocabulary(text)
+        except VocabularyError as error:
+            if os.path.exists(text) or str(text) in SHIPPED_VOCABULARIES:
+                raise
+            raise VocabularyError(f"{error} To give class names, pass a list such as ['cat', 'dog'].") from None
+    if isinstance(text, Sequence):
+        bad = [entry for entry in text if not isinstance(entry, str)]
+        if bad:
+            raise VocabularyError(f"Every class entry must be a string, got {bad[:3]!r}.")
+        return Vocabulary.from_labels(list(text), stuff_labels=stuff_labels)
+    raise TypeError(
+        "text must be a list of class names, a Vocabulary, a shipped vocabulary name or a vocabulary file path, got "
+        f"{type(text).__name__}."
+    )
+
+
+class PosSamProcessor(ProcessorMixin):
+    r"""
+    Constructs a PosSAM processor: a [`PosSamImageProcessor`] for images and a CLIP tokenizer for the open vocabulary.
+
+    The vocabulary becomes prompts: for each class, for each of its synonyms, for each template (template order within
+    a synonym), the template with `{}` replaced by the synonym. The text classifier averages a synonym's prompt
+    embeddings and takes a class's maximum over its synonyms, using `prompt_to_synonym` and `synonym_to_class`.
+
+    Args:
+        image_processor ([`PosSamImageProcessor`], *optional*): defaults to `PosSamImageProcessor()` (1024 input).
+        tokenizer ([`CLIPTokenizer`], *optional*): defaults to the CLIP tokenizer shipped with PosSAM.
+        prompt_templates (`list[str]`, *optional*): templates with one `{}`; FC-CLIP's 14 by default.
+    """
+
+    def __init__(self, image_processor=None, tokenizer=None, prompt_templates: Sequence[str] | None = None):
+        templates = list(DEFAULT_PROMPT_TEMPLATES if prompt_templates is None else prompt_templates)
+        bad = [t for t in templates if not isinstance(t, str) or t.count("{}") != 1]
+        if not templates or bad:
+            raise ValueError(f"prompt_templates must be non-empty strings with exactly one '{{}}'; offending: {bad}.")
+        self.prompt_templates = templates
+        self._vocabulary_cache: OrderedDict = OrderedDict()
+        super().__init__(
+            image_processor if image_processor is not None else PosSamImageProcessor(),
+            tokenizer if tokenizer is not None else load_clip_tokenizer(),
+        )
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        # The image processor is resolved through AutoImageProcessor, which only knows registered classes.
+        from . import register_processing_auto_classes
+
+        register_processing_auto_classes()
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+    def __call__(
+        self,
+        images=None,
+        text=None,
+        stuff_labels: Sequence[str] | None = None,
+        annotations=None,
+        return_tensors: str | None = "pt",
+        **images_kwargs,
+    ) -> BatchFeature:
+        """Prepares images (and training annotations) and/or a vocabulary for [`PosSamModel`].
+
+        Args:
+            images: images for [`PosSamImageProcessor`].
+            text: the vocabulary, any form [`resolve_vocabulary`] accepts.
+            stuff_labels: stuff classes when `text` is a list of entries.
+            annotations: training annotations, one per image (see [`PosSamImageProcessor.preprocess`]).
+            images_kwargs: further options of [`PosSamImageProcessor.preprocess`] (`category_to_label`, `size`, ...).
+
+        Returns:
+            [`BatchFeature`] with the image processor's outputs (`pixel_values`, `pixel_mask`, `original_sizes`,
+            `reshaped_input_sizes`, and the targets) and the vocabulary's `input_ids` (P, L), `attention_mask` (P, L),
+            `prompt_to_synonym` (P,) and `synonym_to_class` (S,), L being the longest prompt (at most 77 tokens).
+        """
+        if images is None and text is None:
+            raise ValueError("Give images, text (the vocabulary), or both.")
+        data = {}
+        if images is not None:
+            data.update(self.image_processor(images, annotations, return_tensors=return_tensors, **images_kwargs))
+        elif annotations is not None:
+            raise ValueError("annotations were given without their images.")
+        if text is not None:
+            encoded = self.encode_vocabulary(resolve_vocabulary(text, stuff_labels))
+            data.update({k: v.numpy() for k, v in encoded.items()} if return_tensors == "np" else encoded)
+        elif stuff_labels is not None:
+            raise ValueError("stuff_labels were given without the vocabulary (text).")
+        return BatchFeature(data=data)
+
+    def build_prompts(self, vocabulary: Vocabulary) -> tuple[list[str], list[int], list[int]]:
+        """The prompts of a vocabulary, the synonym of each prompt and the class of each synonym."""
+        prompts, prompt_to_synonym, synonym_to_class = [], [], []
+        for class_index, names in enumerate(vocabulary.class_names):
+            for name in names:
+                synonym = len(synonym_to_class)
+                synonym_to_class.append(class_index)
+                for template in self.prompt_templates:
+                    prompts.append(template.replace("{}", name))
+                    prompt_to_synonym.append(synonym)
+        return prompts, prompt_to_synonym, synonym_to_class
+
+    def encode_vocabulary(self, vocabulary: Vocabulary) -> dict[str, torch.Tensor]:
+        """Tokenizes a vocabulary's prompts (cached: the same vocabulary and templates are tokenized once).
+
+        Returns `input_ids` and `attention_mask` (P, L) padded to the longest prompt, `prompt_to_synonym` (P,) and
+        `synonym_to_class` (S,), all int64.
+        """
+        key = (tuple(tuple(names) for names in vocabulary.class_names), tuple(self.prompt_templates))
+        if key in self._vocabulary_cache:
+            self._vocabulary_cache.move_to_end(key)
+        else:
+            self._vocabulary_cache[key] = self._tokenize(vocabulary)
+            if len(self._vocabulary_cache) > VOCABULARY_CACHE_SIZE:
+                self._vocabulary_cache.popitem(last=False)
+        # Copies, so that a caller writing into the tensors cannot corrupt the cache.
+        return {name: tensor.clone() for name, tensor in self._vocabulary_cache[key].items()}
+
+    def _tokenize(self, vocabulary: Vocabulary) -> dict[str, torch.Tensor]:
+        prompts, prompt_to_synonym, synonym_to_class = self.build_prompts(vocabulary)
+        tokens = self.tokenizer(
+            [clean_prompt(prompt) for prompt in prompts], padding="longest", truncation=False, return_tensors="pt"
+        )
+        lengths = tokens["attention_mask"].sum(1)
+        too_long = torch.nonzero(lengths > CLIP_CONTEXT_LENGTH).flatten().tolist()
+        if too_long:
+            first = too_long[0]
+            label = vocabulary.labels[synonym_to_class[prompt_to_synonym[first]]]
+            raise ValueError(
+                f"{len(too_long)} prompt(s) exceed CLIP's {CLIP_CONTEXT_LENGTH} tokens, e.g. {prompts[first]!r} "
+                f"of class {label!r} ({int(lengths[first])} tokens); shorten the class name or the prompt templates."
+            )
+        return {
+            "input_ids": tokens["input_ids"].long(),
+            "attention_mask": tokens["attention_mask"].long(),
+            "prompt_to_synonym": torch.tensor(prompt_to_synonym, dtype=torch.int64),
+            "synonym_to_class": torch.tensor(synonym_to_class, dtype=torch.int64),
+        }
+
+    @staticmethod
+    def _check_classes(outputs, vocabulary: Vocabulary):
+        num_classes = read_predictions(outputs).num_classes
+        if num_classes != len(vocabulary):
+            raise ValueError(
+                f"The model output has {num_classes} classes but the vocabulary has {len(vocabulary)}; post-process "
+                "with the vocabulary the model was run with."
+            )
+
+    @staticmethod
+    def _name_segments(results: list[dict], vocabulary: Vocabulary) -> list[dict]:
+        labels = vocabulary.labels
+        for result in results:
+            for segment in result["segments_info"]:
+                segment["label"] = labels[segment["label_id"]]
+        return results
+
+    def post_process_panoptic_segmentation(
+        self, outputs, vocabulary, stuff_labels=None, label_ids_to_fuse=None, **kwargs
+    ):
+        """Panoptic post-processing (see [`PosSamImageProcessor.post_process_panoptic_segmentation`]) whose stuff
+        classes come from the vocabulary and whose segments carry their `"label"` text.
+
+        Args:
+            vocabulary: the vocabulary the model was run with, any form [`resolve_vocabulary`] accepts.
+            stuff_labels: stuff classes when `vocabulary` is a list of entries.
+            label_ids_to_fuse: overrides the vocabulary's stuff classes.
+            kwargs: `threshold`, `mask_threshold`, `overlap_mask_area_threshold`, `target_sizes`,
+                `reshaped_input_sizes`.
+        """
+        vocabulary = resolve_vocabulary(vocabulary, stuff_labels)
+        self._check_classes(outputs, vocabulary)
+        if label_ids_to_fuse is None:
+            label_ids_to_fuse = vocabulary.stuff_label_ids
+        results = self.image_processor.post_process_panoptic_segmentation(
+            outputs, label_ids_to_fuse=label_ids_to_fuse, **kwargs
+        )
+        return self._name_segments(results, vocabulary)
+
+    def post_process_instance_segmentation(
+        self, outputs, vocabulary, stuff_labels=None, stuff_label_ids=None, **kwargs
+    ):
+        """Instance post-processing (see [`PosSamImageProcessor.post_process_instance_segmentation`]) that drops the
+        vocabulary's stuff classes and names each instance with its `"label"`."""
+        vocabulary = resolve_vocabulary(vocabulary, stuff_labels)
+        self._check_classes(outputs, vocabulary)
+        if stuff_label_ids is None:
+            stuff_label_ids = vocabulary.stuff_label_ids
+        results = self.image_processor.post_process_instance_segmentation(
+            outputs, stuff_label_ids=stuff_label_ids, **kwargs
+        )
+        return self._name_segments(results, vocabulary)
+
+    def post_process_semantic_segmentation(self, outputs, vocabulary, stuff_labels=None, **kwargs):
+        """Semantic post-processing (see [`PosSamImageProcessor.post_process_semantic_segmentation`]): one (H, W)
+        map of label ids per image; `vocabulary.labels[i]` names label id i."""
+        vocabulary = resolve_vocabulary(vocabulary, stuff_labels)
+        self._check_classes(outputs, vocabulary)
+        return self.image_processor.post_process_semantic_segmentation(outputs, **kwargs)
+
+
+__all__ = ["PosSamProcessor", "resolve_vocabulary"]
