@@ -1,6 +1,7 @@
 """PosSAM: Panoptic Open-vocabulary Segment Anything for Hugging Face Transformers.
 
-`import possam` registers PosSAM with the transformers Auto classes (`AutoConfig`, `AutoModel`).
+`import possam` registers PosSAM with the transformers Auto classes (`AutoConfig`, `AutoModel`, `AutoImageProcessor`,
+`AutoProcessor`).
 """
 
 from transformers import AutoConfig, AutoModel
@@ -16,11 +17,13 @@ from .configuration import (
 )
 from .modeling_possam import PosSamModel, PosSamPreTrainedModel
 from .outputs import PosSamImageFeatures, PosSamOutput, PosSamTextEmbeddings
+from .processing import PosSamImageProcessor, PosSamProcessor, register_processing_auto_classes
 
 
 AutoConfig.register(PosSamConfig.model_type, PosSamConfig, exist_ok=True)
 AutoConfig.register(PosSamClipConfig.model_type, PosSamClipConfig, exist_ok=True)
 AutoModel.register(PosSamConfig, PosSamModel, exist_ok=True)
+register_processing_auto_classes()
 
 __version__ = "0.1.0"
 
@@ -29,9 +32,11 @@ __all__ = [
     "PosSamClipConfig",
     "PosSamConfig",
     "PosSamImageFeatures",
+    "PosSamImageProcessor",
     "PosSamModel",
     "PosSamOutput",
     "PosSamPreTrainedModel",
+    "PosSamProcessor",
     "PosSamTextEmbeddings",
     "Vocabulary",
     "VocabularyError",
