@@ -41,6 +41,8 @@ CLIP_IMAGE_MEAN = (122.7709383, 116.7460125, 104.09373615)
 CLIP_IMAGE_STD = (68.5005327, 66.6321579, 70.32316305)
 
 CLIP_VISION_MODEL_TYPES = ("convnext", "clip_vision_model")
+# The shipped CLIP tokenizer pads with <|endoftext|>, as OpenAI's does; the text configs declare the same id.
+CLIP_PAD_TOKEN_ID = 49407
 
 # OpenCLIP `convnext_large_d_320` (the CLIP of FC-CLIP): ConvNeXt-Large trunk and a 16-layer, 768-wide text tower.
 CONVNEXT_LARGE_VISION_KWARGS = {
@@ -59,6 +61,7 @@ CONVNEXT_LARGE_TEXT_KWARGS = {
     "hidden_act": "gelu",
     "projection_dim": 768,
     "layer_norm_eps": 1e-5,
+    "pad_token_id": CLIP_PAD_TOKEN_ID,
 }
 
 
@@ -343,6 +346,10 @@ class PosSamConfig(PreTrainedConfig):
             self.ldp_hidden_size = self.clip_config.projection_dim
         self.id2label = {index: entry.split(",")[0] for index, entry in enumerate(self.vocabulary)}
         self.label2id = {label: index for index, label in self.id2label.items()}
+
+    def get_text_config(self, decoder=None, encoder=None) -> PreTrainedConfig:
+        """The CLIP text tower's config: PosSAM's only text input is the class names it embeds."""
+        return self.clip_config.text_config
 
     @property
     def image_size(self) -> int:

@@ -26,7 +26,7 @@ TINY_KWARGS = {
         "vision_config": {"model_type": "convnext", "depths": [1, 1, 1, 1], "hidden_sizes": [16, 32, 48, 64],
                           "layer_norm_eps": 1e-6},
         "text_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-                        "projection_dim": 32, "hidden_act": "gelu"},
+                        "projection_dim": 32, "hidden_act": "gelu", "pad_token_id": 49407},
         "projection_dim": 32,
         "head_hidden_size": 64,
     },

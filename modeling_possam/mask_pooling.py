@@ -4,6 +4,11 @@ Used three times per prediction: over SAM's `mask_features` (LDP's SAM stream an
 features (LDP's CLIP stream and the out-of-vocabulary logits). As in FC-CLIP, mask logits are resized to the feature
 map, binarized at logit > 0, and carry no gradient: pooling must not teach the mask branch to shrink or grow masks to
 please the classifier.
+
+A mask can be empty at a coarse map's resolution (a small object at CLIP's stride 32, or an untrained query). FC-CLIP
+then pools a zero vector, which gives every such region the same embedding and, for LDP, a zero starting embedding
+whose normalization explodes the gradient. Here an empty mask instead pools with the softmax of its logits over the
+map: the places the query points to most, weights that always sum to one.
 """
 
 from __future__ import annotations
@@ -12,20 +17,26 @@ import torch
 from torch import nn
 
 
-def binarize_masks(mask_logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """`(batch, K, h, w)` mask logits -> `(batch, K, *size)` {0, 1} masks (bilinear resize, then logit > 0)."""
-    mask_logits = mask_logits.detach()
-    if tuple(mask_logits.shape[-2:]) != tuple(size):
-        mask_logits = nn.functional.interpolate(mask_logits, size=size, mode="bilinear", align_corners=False)
-    return (mask_logits > 0).to(mask_logits.dtype)
+def pooling_weights(mask_logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """`(batch, K, h, w)` mask logits -> `(batch, K, *size)` pooling weights, without gradient.
 
-
-def mask_pool(features: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Mean of `(batch, C, H, W)` features over each `(batch, K, H, W)` binary mask -> `(batch, K, C)`.
-
-    An empty mask pools to the zero vector.
+    Bilinear resize to `size`, then the binary mask (logit > 0); a mask with no foreground pixel at this size uses
+    the spatial softmax of its logits instead.
     """
-    masks = masks.to(features.dtype)
-    area = masks.sum(dim=(-2, -1)).clamp(min=1.0)
-    pooled = torch.bmm(masks.flatten(2), features.flatten(2).transpose(1, 2))
-    return pooled / area.unsqueeze(-1)
+    logits = mask_logits.detach()
+    if tuple(logits.shape[-2:]) != tuple(size):
+        logits = nn.functional.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+    binary = (logits > 0).to(logits.dtype)
+    empty = binary.flatten(2).sum(-1) == 0
+    if not empty.any():
+        return binary
+    soft = logits.flatten(2).float().softmax(-1).view_as(logits).to(logits.dtype)
+    return torch.where(empty[..., None, None], soft, binary)
+
+
+def mask_pool(features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted mean of `(batch, C, H, W)` features under `(batch, K, H, W)` pooling weights -> `(batch, K, C)`."""
+    weights = weights.to(features.dtype)
+    total = weights.sum(dim=(-2, -1)).clamp(min=torch.finfo(features.dtype).tiny)
+    pooled = torch.bmm(weights.flatten(2), features.flatten(2).transpose(1, 2))
+    return pooled / total.unsqueeze(-1)

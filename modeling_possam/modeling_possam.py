@@ -33,7 +33,7 @@ from .heads import PosSamIouHead
 from .ldp import PosSamLocalDiscriminativePooling
 from .loss import PosSamLoss
 from .mase import ensemble_class_probabilities
-from .mask_pooling import binarize_masks, mask_pool
+from .mask_pooling import mask_pool, pooling_weights
 from .outputs import PosSamDecoderOutput, PosSamImageFeatures, PosSamOutput, PosSamTextEmbeddings
 from .text_classifier import (
     PosSamTextClassifier,
@@ -331,9 +331,9 @@ class PosSamModel(PosSamPreTrainedModel):
         """Class logits, IoU and CLIP region embeddings of one decoder prediction."""
         mask_features, masks = decoded.mask_features, decoded.masks_queries_logits[index]
         query_states = decoded.query_states[index]
-        pooled_mask_features = mask_pool(mask_features, binarize_masks(masks, mask_features.shape[-2:]))
+        pooled_mask_features = mask_pool(mask_features, pooling_weights(masks, mask_features.shape[-2:]))
         with torch.no_grad():
-            clip_pooled = mask_pool(clip_features, binarize_masks(masks, clip_features.shape[-2:]))
+            clip_pooled = mask_pool(clip_features, pooling_weights(masks, clip_features.shape[-2:]))
             clip_region_embeddings = self.clip.vision.embed_regions(clip_pooled)
         region_embeddings = self.ldp(clip_region_embeddings, pooled_mask_features, query_states)
         return {

@@ -52,3 +52,21 @@ def tiny_model(**overrides) -> PosSamModel:
 @pytest.fixture
 def model() -> PosSamModel:
     return tiny_model().eval()
+
+
+@pytest.fixture(scope="session")
+def synthetic_splits(tmp_path_factory):
+    """A small synthetic COCO-panoptic dataset written to disk: 8 training and 4 validation images of 128x128."""
+    from possam.training import generate_synthetic_coco_panoptic
+
+    root = tmp_path_factory.mktemp("synthetic")
+    return {
+        "train": generate_synthetic_coco_panoptic(root / "train", num_images=8, image_size=IMAGE_SIZE, seed=0),
+        "val": generate_synthetic_coco_panoptic(root / "val", num_images=4, image_size=IMAGE_SIZE, seed=1000),
+    }
+
+
+def tiny_processor():
+    from possam.processing import PosSamImageProcessor, PosSamProcessor, load_clip_tokenizer
+
+    return PosSamProcessor(PosSamImageProcessor(size={"longest_edge": IMAGE_SIZE}), load_clip_tokenizer())

@@ -347,3 +347,28 @@ def test_image_without_segments_trains():
     output = model(pixel_values=make_pixels(2), mask_labels=masks, class_labels=classes, **make_vocabulary(3))
     assert torch.isfinite(output.loss)
     output.loss.backward()
+
+
+def test_pooling_uses_the_binary_mask_or_the_logit_softmax_when_it_is_empty():
+    from possam.mask_pooling import mask_pool, pooling_weights
+
+    logits = torch.full((1, 2, 4, 4), -3.0)
+    logits[0, 0, :2, :2] = 2.0  # foreground in the top-left quarter
+    logits[0, 1, 3, 3] = -1.0  # never foreground: pools where it is least negative
+    weights = pooling_weights(logits, (4, 4))
+    assert torch.equal(weights[0, 0], (logits[0, 0] > 0).float())
+    torch.testing.assert_close(weights[0, 1].sum(), torch.tensor(1.0))
+    assert weights[0, 1].argmax() == 15
+    features = torch.arange(16.0).view(1, 1, 4, 4)
+    pooled = mask_pool(features, weights)
+    torch.testing.assert_close(pooled[0, 0], torch.tensor([2.5]))  # mean of 0, 1, 4, 5
+
+
+def test_first_step_gradients_are_bounded_even_with_empty_masks():
+    """Untrained queries have empty masks at CLIP's resolution; their region embeddings must not be zero."""
+    model = tiny_model().train()
+    masks, classes = make_labels(2, 3)
+    torch.manual_seed(0)
+    model(pixel_values=make_pixels(2), mask_labels=masks, class_labels=classes, **make_vocabulary(3)).loss.backward()
+    gradient_norm = torch.cat([p.grad.flatten() for p in trainable_parameters(model)]).norm()
+    assert gradient_norm < 1e3, gradient_norm
