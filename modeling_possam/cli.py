@@ -11,7 +11,9 @@ import sys
 
 
 # command -> (module implementing it, one-line description)
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "convert": ("possam.convert_cli", "convert SAM / CLIP checkpoints and build an untrained PosSAM from them"),
+}
 
 
 def _usage() -> str:
