@@ -16,6 +16,7 @@ tokens work as usual; a string naming a checkpoint file (by suffix) is read dire
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 from collections import OrderedDict
@@ -34,6 +35,7 @@ from .checkpoint_io import (
     expected_shapes,
     is_checkpoint_file,
     load_checked,
+    looks_like_local_path,
     read_state_dict,
     rule,
 )
@@ -139,12 +141,12 @@ def load_clip_backbone(source: str | os.PathLike, **kwargs) -> tuple[PosSamClipC
     """
     if is_checkpoint_file(source):
         return convert_openclip_checkpoint(source, **kwargs)
-    source = os.fspath(source)
-    config = AutoConfig.from_pretrained(source, **kwargs)
-    if isinstance(config, PosSamClipConfig):
-        return load_possam_clip(source, config=config, **kwargs)
-    if isinstance(config, CLIPConfig):
-        return load_transformers_clip(source, config=config, **kwargs)
+    with _loading("CLIP", source):
+        config = AutoConfig.from_pretrained(os.fspath(source), **kwargs)
+        if isinstance(config, PosSamClipConfig):
+            return load_possam_clip(os.fspath(source), config=config, **kwargs)
+        if isinstance(config, CLIPConfig):
+            return load_transformers_clip(os.fspath(source), config=config, **kwargs)
     raise CheckpointError(
         f"{source}: expected a transformers CLIPModel (model_type 'clip') or converted PosSAM CLIP towers "
         f"(model_type '{PosSamClipConfig.model_type}'), got model_type {config.model_type!r}."
@@ -160,7 +162,20 @@ def load_sam_backbone(source: str | os.PathLike, **kwargs) -> tuple[SamVisionCon
     """
     if is_checkpoint_file(source):
         return convert_sam_checkpoint(source, **kwargs)
-    return load_transformers_sam(os.fspath(source), **kwargs)
+    with _loading("SAM", source):
+        return load_transformers_sam(os.fspath(source), **kwargs)
+
+
+@contextlib.contextmanager
+def _loading(kind: str, source: str | os.PathLike):
+    """Names the checkpoint in errors of the Hub / folder loaders (an offline Hub error does not say which one)."""
+    if looks_like_local_path(source) and not os.path.exists(source):
+        raise FileNotFoundError(f"{os.fspath(source)}: no such {kind} checkpoint file or folder.")
+    try:
+        yield
+    except OSError as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise OSError(f"cannot load the {kind} checkpoint {os.fspath(source)!r}: {reason}") from error
 
 
 # ---------------------------------------------------------------------------------------------------- PosSAM

@@ -36,6 +36,15 @@ def is_checkpoint_file(source: str | os.PathLike) -> bool:
     return os.path.isfile(path) or (not os.path.isdir(path) and path.lower().endswith(CHECKPOINT_SUFFIXES))
 
 
+def looks_like_local_path(source: str | os.PathLike) -> bool:
+    """Whether `source` can only be a local path: absolute, relative to `.`/`..`/`~`, or with more than one `/` (a Hub
+    id is `name` or `namespace/name`). Such a source that does not exist is reported as missing, not looked up."""
+    path = os.fspath(source)
+    return (
+        os.path.isabs(path) or path.startswith((".", "~")) or path.count("/") > 1 or (os.sep != "/" and os.sep in path)
+    )
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Loads a state dict from a `.safetensors` file or a PyTorch pickle (`.pth`/`.pt`/`.bin`/`.ckpt`).
 

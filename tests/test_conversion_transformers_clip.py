@@ -122,3 +122,15 @@ def test_hub_ids_reach_from_pretrained_unchanged(monkeypatch, clip_model, sam_mo
         ("CLIPModel", "openai/clip-vit-base-patch16", {}),
     ]
     assert torch.equal(model.clip.text.text_projection.weight, clip_model.text_projection.weight)
+
+
+def test_load_failures_name_the_checkpoint(monkeypatch, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such SAM checkpoint file or folder"):
+        PosSamModel.from_pretrained_backbones(str(tmp_path / "sam-vit-base"), "openai/clip-vit-base-patch16")
+
+    def offline(name, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files.")
+
+    monkeypatch.setattr(AutoConfig, "from_pretrained", offline)
+    with pytest.raises(OSError, match="cannot load the CLIP checkpoint 'openai/clip-vit-base-patch16': We couldn't"):
+        load_clip_backbone("openai/clip-vit-base-patch16")
