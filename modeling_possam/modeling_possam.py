@@ -11,6 +11,8 @@ frozen CLIP's own region classification. This file only wires the parts together
 """
 
 
+import os
+
 import torch
 from torch import nn
 from transformers import PreTrainedModel, SamVisionModel
@@ -25,6 +27,7 @@ from transformers.models.mask2former.modeling_mask2former import (
 )
 from transformers.utils.generic import can_return_tuple
 
+from .backbones import build_from_pretrained_backbones
 from .clip_towers import PosSamClip
 from .configuration import PosSamConfig
 from .decoder import PosSamTransformerDecoder
@@ -127,6 +130,35 @@ class PosSamModel(PosSamPreTrainedModel):
         self.clip.requires_grad_(False)
         # Cached text embeddings belong to the weights they were computed with.
         self.register_load_state_dict_post_hook(lambda module, incompatible_keys: module.text_classifier.clear_cache())
+
+    @classmethod
+    def from_pretrained_backbones(
+        cls,
+        sam: str | os.PathLike,
+        clip: str | os.PathLike,
+        config: PosSamConfig | str | None = None,
+        sam_kwargs: dict | None = None,
+        clip_kwargs: dict | None = None,
+        **config_overrides,
+    ) -> "PosSamModel":
+        """Builds an untrained PosSAM on pretrained SAM and CLIP towers; `save_pretrained` then writes one checkpoint.
+
+        The towers' configurations come from their checkpoints and their weights are loaded strictly (a checkpoint
+        that does not fit raises `CheckpointError` listing the missing, unexpected and mis-shaped keys); everything
+        PosSAM trains is freshly initialized. See `possam.backbones` for the supported checkpoint forms.
+
+        Args:
+            sam: Hub id or local folder of a transformers SAM (`"facebook/sam-vit-base"`), or Meta's original `.pth`.
+            clip: Hub id or local folder of a transformers `CLIPModel` or of converted PosSAM CLIP towers, or an
+                OpenCLIP ConvNeXt checkpoint file (FC-CLIP's `convnext_large_d_320`).
+            config: settings of the trainable parts: a `PosSamConfig`, a preset name (`"tiny"`, `"base"`, `"large"`,
+                `"huge"`), or `None` for the `"base"` preset's.
+            sam_kwargs, clip_kwargs: loading arguments: `from_pretrained` arguments (`revision`, `token`, ...) for
+                Hub ids and folders; for files, `SamVisionConfig` overrides (SAM) or `text_head_dim` /
+                `text_hidden_act` (OpenCLIP).
+            config_overrides: `PosSamConfig` fields to set (dicts are merged into sub-configurations).
+        """
+        return build_from_pretrained_backbones(cls, sam, clip, config, sam_kwargs, clip_kwargs, **config_overrides)
 
     def train(self, mode: bool = True):
         super().train(mode)
