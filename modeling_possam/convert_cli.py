@@ -2,7 +2,7 @@
 
     possam convert sam sam_vit_b_01ec64.pth --out sam-vit-b            # Meta's .pth -> transformers SamVisionModel
     possam convert openclip open_clip_pytorch_model.bin --out clip-l    # OpenCLIP ConvNeXt -> PosSAM CLIP towers
-    possam convert build --sam facebook/sam-vit-base --clip clip-l --out possam-b   # untrained PosSAM, one file
+    possam convert build --sam facebook/sam-vit-base --clip clip-l --out possam-b   # untrained PosSAM + processor
     possam convert params                                               # parameter counts of PosSAM-B/L/H
 
 A missing file or a checkpoint that does not fit exits with status 1 and a one-line message naming the file and the
@@ -101,12 +101,18 @@ def main(argv: list[str], prog: str = "possam convert") -> int:
                 f"embedding {config.projection_dim}, {sum(v.numel() for v in state_dict.values()):,} parameters)."
             )
         elif args.command == "build":
+            from .processing import PosSamProcessor, embed_default_vocabulary
+
             model = PosSamModel.from_pretrained_backbones(args.sam, args.clip, config=args.preset)
+            processor = PosSamProcessor.for_model_config(model.config)
+            embed_default_vocabulary(model, processor)
             model.save_pretrained(args.out)
+            processor.save_pretrained(args.out)
             total = parameter_counts(model)["total"]
             print(
                 f"Wrote {args.out}: untrained PosSAM ({total['frozen']:,} frozen and {total['trainable']:,} "
-                "trainable parameters)."
+                f"trainable parameters), its processor, and the embeddings of its default vocabulary "
+                f"({len(model.config.vocabulary)} COCO panoptic classes)."
             )
         else:
             print(

@@ -7,7 +7,7 @@ from .postprocessing import (
     post_process_panoptic_segmentation,
     post_process_semantic_segmentation,
 )
-from .processing_possam import PosSamProcessor, resolve_vocabulary
+from .processing_possam import PosSamProcessor, embed_default_vocabulary, resolve_vocabulary
 
 
 def register_processing_auto_classes() -> None:
@@ -24,6 +24,7 @@ def register_processing_auto_classes() -> None:
 __all__ = [
     "PosSamImageProcessor",
     "PosSamProcessor",
+    "embed_default_vocabulary",
     "load_clip_tokenizer",
     "post_process_instance_segmentation",
     "post_process_panoptic_segmentation",

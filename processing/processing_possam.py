@@ -87,6 +87,11 @@ class PosSamProcessor(ProcessorMixin):
         )
 
     @classmethod
+    def for_model_config(cls, config) -> "PosSamProcessor":
+        """A processor that fits a `PosSamConfig`: its input size, its prompt templates, the shipped CLIP tokenizer."""
+        return cls(PosSamImageProcessor(size={"longest_edge": config.image_size}), load_clip_tokenizer(), config.prompt_templates)
+
+    @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         # The image processor is resolved through AutoImageProcessor, which only knows registered classes.
         from . import register_processing_auto_classes
@@ -242,3 +247,17 @@ class PosSamProcessor(ProcessorMixin):
 
 
 __all__ = ["PosSamProcessor", "resolve_vocabulary"]
+
+
+def embed_default_vocabulary(model, processor: PosSamProcessor, vocabulary=None) -> None:
+    """Makes `vocabulary` (default: the model's `config.vocabulary`) the model's default one and stores its text
+    embeddings in the model, so the model, once saved, segments without any text input (e.g. in transformers'
+    `image-segmentation` pipeline).
+
+    Args:
+        vocabulary: any form [`resolve_vocabulary`] accepts.
+    """
+    if vocabulary is None:
+        vocabulary = Vocabulary.from_entries(model.config.vocabulary, model.config.vocabulary_is_thing)
+    vocabulary = resolve_vocabulary(vocabulary)
+    model.set_default_vocabulary(vocabulary.entries, vocabulary.is_thing, **processor.encode_vocabulary(vocabulary))

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 import torch
 from conftest import make_pixels, make_vocabulary
 from conversion_helpers import sam_checkpoint_state_dict, tiny_openclip_model, tiny_sam_image_encoder
-from transformers import AutoModel
+from transformers import AutoModel, AutoProcessor
 
 from possam import PosSamConfig, PosSamModel, possam_preset
 from possam.backbones import load_clip_backbone, load_sam_backbone, parameter_counts, possam_config_for_backbones
@@ -103,6 +104,15 @@ def test_cli_build_writes_the_same_model(checkpoints, model, tmp_path, capsys):
     built = AutoModel.from_pretrained(out)
     towers = {k: v for k, v in model.state_dict().items() if k.startswith(("sam.", "clip."))}
     assert all(torch.equal(built.state_dict()[key], value) for key, value in towers.items())
+    # The folder is complete: its processor, and the default (COCO panoptic) vocabulary already embedded.
+    processor = AutoProcessor.from_pretrained(out)
+    assert processor.image_processor.padded_size == built.config.image_size
+    assert built.text_classifier.has_default_vocabulary and len(built.config.vocabulary) == 133
+    built.eval()
+    pixels = processor(images=[np.zeros((40, 60, 3), dtype=np.uint8)])["pixel_values"]
+    without_text = built(pixel_values=pixels).class_probabilities
+    with_text = built(pixel_values=pixels, **processor(text="coco_panoptic")).class_probabilities
+    torch.testing.assert_close(without_text, with_text)
 
 
 def test_converted_folders_are_backbone_sources_too(checkpoints, model, tmp_path):

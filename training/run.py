@@ -6,7 +6,7 @@ import json
 import os
 
 from .. import PosSamModel, possam_preset
-from ..processing import PosSamImageProcessor, PosSamProcessor, load_clip_tokenizer
+from ..processing import PosSamProcessor, embed_default_vocabulary
 from .arguments import DataArguments, ModelArguments
 from .coco_panoptic import load_coco_panoptic
 from .collator import PosSamDataCollator
@@ -25,7 +25,7 @@ def build_model(args: ModelArguments) -> PosSamModel:
         if not (args.sam_checkpoint and args.clip_checkpoint):
             raise ValueError("Building PosSAM from pretrained backbones needs both --sam_checkpoint and --clip_checkpoint.")
         return PosSamModel.from_pretrained_backbones(
-            sam=args.sam_checkpoint, clip=args.clip_checkpoint, preset=args.preset, **overrides
+            sam=args.sam_checkpoint, clip=args.clip_checkpoint, config=args.preset, **overrides
         )
     return PosSamModel(possam_preset(args.preset, **overrides))
 
@@ -34,8 +34,7 @@ def build_processor(model: PosSamModel, model_name_or_path: str | None = None) -
     """The checkpoint's processor when it has one, else the shipped CLIP tokenizer and the model's input size."""
     if model_name_or_path and os.path.isfile(os.path.join(model_name_or_path, "processor_config.json")):
         return PosSamProcessor.from_pretrained(model_name_or_path)
-    image_processor = PosSamImageProcessor(size={"longest_edge": model.config.image_size})
-    return PosSamProcessor(image_processor, load_clip_tokenizer(), prompt_templates=model.config.prompt_templates)
+    return PosSamProcessor.for_model_config(model.config)
 
 
 def load_split(annotations: str, images: str, panoptic: str | None, synonyms: str | None):
@@ -88,7 +87,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: P
     metrics = dict(result.metrics)
     # The fine-tuned model answers with its training classes when asked without a vocabulary.
     model.config.training_vocabulary = vocabulary.entries
-    model.set_default_vocabulary(vocabulary.entries, vocabulary.is_thing, **text_inputs)
+    embed_default_vocabulary(model, processor, vocabulary)
     trainer.save_model(training_args.output_dir)
     if trainer.is_world_process_zero():
         processor.save_pretrained(training_args.output_dir)
