@@ -5,15 +5,20 @@ Hungarian matcher (cost = class + point-sampled BCE + Dice). Matched queries get
 every query gets the cross-entropy (unmatched ones towards void); every query's IoU head is regressed towards the IoU
 its binarized mask actually has with its matched segment (0 when unmatched, or no loss, `iou_target_unmatched`).
 
-Two departures from `Mask2FormerLoss`, the class this reuses:
+Three departures from `Mask2FormerLoss`, the class this reuses:
 - the number of classes is read from each batch's logits, not fixed at construction: the vocabulary is an input;
 - pixels outside `valid_mask` (padding, crowd regions, unlabeled void) are excluded from the mask losses and from the
-  IoU targets, instead of being taught as background of every mask.
+  IoU targets, instead of being taught as background of every mask;
+- every loss is normalized by a count averaged over the processes of a distributed run (number of masks, sum of
+  class weights, number of IoU targets), so that training on N processes optimizes the same objective as one process
+  with the same global batch. (transformers' `get_num_masks` averages the mask count with accelerate's `reduce`,
+  which already means, and then divides by the world size again, scaling the mask losses by the process count.)
 """
 
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from transformers.models.mask2former.modeling_mask2former import (
     Mask2FormerHungarianMatcher,
@@ -25,6 +30,15 @@ from .configuration import PosSamConfig
 
 
 LOSS_NAMES = ("loss_cross_entropy", "loss_mask", "loss_dice", "loss_iou")
+
+
+def average_over_processes(value: torch.Tensor) -> torch.Tensor:
+    """The mean of a per-process count over the processes of a distributed run; the value itself otherwise."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        value = value.detach().clone()
+        dist.all_reduce(value)
+        value /= dist.get_world_size()
+    return value
 
 
 def loss_name(key: str) -> str:
@@ -83,8 +97,12 @@ class PosSamLoss(Mask2FormerLoss):
         targets[self._get_predictions_permutation_indices(indices)] = torch.cat(
             [labels[target] for labels, (_, target) in zip(class_labels, indices)]
         )
-        loss = nn.functional.cross_entropy(class_queries_logits.transpose(1, 2), targets, weight=weight)
-        return {"loss_cross_entropy": loss}
+        # The weighted mean of cross_entropy(weight=...), with its denominator (the sum of the targets' weights)
+        # averaged over processes.
+        losses = nn.functional.cross_entropy(class_queries_logits.transpose(1, 2), targets, reduction="none")
+        target_weights = weight[targets]
+        normalizer = average_over_processes(target_weights.sum()).clamp(min=1e-6)
+        return {"loss_cross_entropy": (losses * target_weights).sum() / normalizer}
 
     def loss_masks(self, masks_queries_logits, mask_labels, indices, num_masks, valid_mask=None):
         """Point-sampled BCE and Dice of matched masks; points outside `valid_mask` do not count."""
@@ -138,7 +156,12 @@ class PosSamLoss(Mask2FormerLoss):
     def loss_iou(self, iou_scores, masks_queries_logits, mask_labels, indices, valid_mask=None):
         targets, weights = self.iou_targets(masks_queries_logits, mask_labels, indices, valid_mask)
         squared_error = (iou_scores.float() - targets) ** 2 * weights
-        return {"loss_iou": squared_error.sum() / weights.sum().clamp(min=1.0)}
+        return {"loss_iou": squared_error.sum() / average_over_processes(weights.sum()).clamp(min=1.0)}
+
+    def get_num_masks(self, class_labels: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+        """Ground-truth masks per process, averaged over processes (at least 1): the mask losses' normalizer."""
+        count = torch.tensor(float(sum(len(labels) for labels in class_labels)), device=device)
+        return average_over_processes(count).clamp(min=1.0)
 
     def forward(
         self,

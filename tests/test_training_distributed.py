@@ -1,0 +1,62 @@
+"""Two CPU processes (gloo DDP, launched by torchrun) train like one process with the same global batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import torch
+
+
+WORKER = os.path.join(os.path.dirname(__file__), "distributed_training_worker.py")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch(splits, output_dir, processes: int, per_device_batch_size: int) -> None:
+    train = splits["train"]
+    command = [
+        sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}", "--master_addr=127.0.0.1",
+        f"--master_port={free_port()}", WORKER, train.json_path, train.image_dir, train.vocabulary_path,
+        str(output_dir), str(per_device_batch_size),
+    ]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=environment)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+
+def test_two_processes_equal_one_process_with_the_same_global_batch(synthetic_splits, tmp_path):
+    launch(synthetic_splits, tmp_path / "ddp", processes=2, per_device_batch_size=1)
+    launch(synthetic_splits, tmp_path / "single", processes=1, per_device_batch_size=2)
+
+    ranks = [json.loads((tmp_path / "ddp" / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert [report["world_size"] for report in ranks] == [2, 2]
+    # Both ranks trained, on different images: together they trained on what the single process trained on. (The
+    # data loader fetches one batch ahead, so only the first `steps x batch` fetched items were trained on.)
+    trained = [report["seen"][:2] for report in ranks]
+    assert len(trained[0]) == len(trained[1]) == 2 and not set(trained[0]) & set(trained[1])
+    single = json.loads((tmp_path / "single" / "rank0.json").read_text())
+    assert sorted(trained[0] + trained[1]) == sorted(single["seen"][:4])
+
+    rank0 = torch.load(tmp_path / "ddp" / "weights_rank0.pt")
+    rank1 = torch.load(tmp_path / "ddp" / "weights_rank1.pt")
+    reference = torch.load(tmp_path / "single" / "weights_rank0.pt")
+    # Gradients were synchronized: both replicas hold identical weights after two optimizer steps...
+    assert all(torch.equal(rank0[name], rank1[name]) for name in rank0)
+    # ...and they are the weights one process reaches with the same global batch.
+    for name in reference:
+        torch.testing.assert_close(rank0[name], reference[name], rtol=1e-4, atol=1e-6, msg=name)
+    # The mask losses' normalizer is the mask count averaged over processes (not divided by the world size twice).
+    average = (ranks[0]["local_masks"] + ranks[1]["local_masks"]) / 2
+    assert ranks[0]["num_masks"] == ranks[1]["num_masks"] == average
+    # The logged loss is averaged over processes: it equals the single process's batch loss.
+    assert ranks[0]["losses"] == ranks[1]["losses"]
+    for distributed, local in zip(ranks[0]["losses"], single["losses"]):
+        assert abs(distributed - local) <= 1e-4 * abs(local)
