@@ -38,6 +38,9 @@ class PosSamConvNextClipVision(nn.Module):
 
     def __init__(self, config: PosSamClipConfig):
         super().__init__()
+        # ConvNeXt has no attention: whatever implementation PosSAM was asked for (sdpa, eager), the trunk takes the
+        # only one transformers accepts for it, rather than refusing to build.
+        config.vision_config._attn_implementation = "eager"
         self.trunk = ConvNextModel(config.vision_config)
         self.head = PosSamConvNextRegionHead(config)
 

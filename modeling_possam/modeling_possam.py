@@ -178,6 +178,8 @@ class PosSamModel(PosSamPreTrainedModel):
                 `config.image_size`.
         """
         self._check_pixel_values(pixel_values)
+        # Processors return float32; a model loaded in bf16/fp16 computes in its own dtype.
+        pixel_values = pixel_values.to(self.sam.dtype)
         sam_image_embeddings = self.sam(pixel_values=pixel_values).last_hidden_state
         mean, std = (
             torch.tensor(values, device=pixel_values.device, dtype=pixel_values.dtype).view(1, 3, 1, 1)

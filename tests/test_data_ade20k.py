@@ -159,3 +159,16 @@ def test_semantic_value_above_150_is_rejected(ade_root, tmp_path):
     _write_sample(ade_root, "validation", "ADE_val_00000001", semantic, instance_class, instance_id)
     with pytest.raises(ADE20KConversionError, match="has value 151; expected 0 \\(void\\) to 150"):
         convert_ade20k_to_coco_panoptic(ade_root, tmp_path / "out")
+
+
+def test_prepare_ade20k_command(ade_root, tmp_path, capsys):
+    from possam.cli import main as possam_main
+
+    assert possam_main(["prepare-ade20k", str(ade_root), "--split", "val", "--out", str(tmp_path / "out")]) == 0
+    assert "Wrote 2 images' panoptic annotations" in capsys.readouterr().out
+    dataset, vocabulary = load_coco_panoptic(
+        str(tmp_path / "out" / "ade20k_panoptic_val.json"), str(ade_root / "images" / "validation"), synonyms_from="ade20k_150"
+    )
+    assert len(dataset) == 2 and len(vocabulary) == 150 and vocabulary.class_names[0][0] == "wall"
+    assert possam_main(["prepare-ade20k", str(tmp_path / "nowhere")]) == 1
+    assert "possam prepare-ade20k: error:" in capsys.readouterr().err

@@ -372,3 +372,30 @@ def test_first_step_gradients_are_bounded_even_with_empty_masks():
     model(pixel_values=make_pixels(2), mask_labels=masks, class_labels=classes, **make_vocabulary(3)).loss.backward()
     gradient_norm = torch.cat([p.grad.flatten() for p in trainable_parameters(model)]).norm()
     assert gradient_norm < 1e3, gradient_norm
+
+
+def test_reduced_precision_inference_keeps_probabilities_in_float32():
+    """bf16 weights (e.g. `from_pretrained(..., dtype=torch.bfloat16)`) and CPU autocast both run; ensembled
+    probabilities are computed in float32 so rows still sum to one."""
+    vocabulary, pixels = make_vocabulary(3), make_pixels(1)
+    reference = tiny_model().eval()(pixel_values=pixels, **vocabulary)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = tiny_model().eval()(pixel_values=pixels, **vocabulary)
+    bf16 = tiny_model().eval().to(torch.bfloat16)(pixel_values=pixels, **vocabulary)
+    for output in (autocast, bf16):
+        assert output.masks_queries_logits.dtype == torch.bfloat16
+        assert output.class_probabilities.dtype == torch.float32
+        torch.testing.assert_close(output.class_probabilities.sum(-1), torch.ones(1, 10))
+        assert all(torch.isfinite(output[key].float()).all() for key in ("class_queries_logits", "masks_queries_logits", "iou_scores"))
+        # bf16 keeps ~3 significant digits: the same predictions, approximately.
+        torch.testing.assert_close(output.iou_scores.float(), reference.iou_scores, atol=0.05, rtol=0.05)
+
+
+@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+def test_attention_implementation_can_be_requested_explicitly(tmp_path, implementation):
+    tiny_model().save_pretrained(tmp_path)
+    model = PosSamModel.from_pretrained(tmp_path, attn_implementation=implementation)
+    assert model.sam.config._attn_implementation == implementation
+    assert model.clip.text.config._attn_implementation == implementation
+    with pytest.raises(ValueError, match="(?i)flash"):
+        PosSamModel.from_pretrained(tmp_path, attn_implementation="flash_attention_2")

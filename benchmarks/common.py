@@ -1,0 +1,65 @@
+"""Timing and reporting helpers shared by the benchmark scripts.
+
+Every ratio a script reports is measured within one run of that script, so machine noise between runs cancels.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+
+def median_seconds(function, warmup: int = 1, repeats: int = 3) -> float:
+    """Median wall time of `function()` over `repeats` calls, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        function()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def peak_rss_gib() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def peak_rss_of(command: list[str]) -> float:
+    """Runs a Python snippet in a fresh interpreter and returns its peak RSS in GiB (printed as the last line)."""
+    output = subprocess.run([sys.executable, *command], check=True, capture_output=True, text=True).stdout
+    return float(output.strip().splitlines()[-1])
+
+
+def machine() -> str:
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads)"
+    )
+
+
+def write_report(name: str, results: dict, rows: list[tuple[str, str, str, str]], output_dir: str) -> str:
+    """Writes `<name>.json` and `<name>.md` (a markdown table: measurement, value, target, met) and prints the table."""
+    os.makedirs(output_dir, exist_ok=True)
+    table = ["| measurement | value | target | met |", "|---|---|---|---|"]
+    table += [f"| {label} | {value} | {target} | {met} |" for label, value, target, met in rows]
+    markdown = f"Machine: {machine()}\n\n" + "\n".join(table) + "\n"
+    with open(os.path.join(output_dir, f"{name}.json"), "w", encoding="utf-8") as handle:
+        json.dump({"machine": machine(), **results}, handle, indent=2)
+    with open(os.path.join(output_dir, f"{name}.md"), "w", encoding="utf-8") as handle:
+        handle.write(markdown)
+    print(markdown)
+    return markdown
+
+
+def verdict(ok: bool) -> str:
+    return "yes" if ok else "**no**"
