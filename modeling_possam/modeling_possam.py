@@ -353,7 +353,7 @@ class PosSamModel(PosSamPreTrainedModel):
             clip_logits=clip_logits,
             class_probabilities=class_probabilities,
             mask_scores=mask_scores,
-            vocabulary_is_thing=torch.tensor(self.config.vocabulary_is_thing) if default_vocabulary else None,
+            vocabulary_is_thing=self._default_is_thing(final["class_queries_logits"]) if default_vocabulary else None,
             auxiliary_predictions=auxiliary if return_all else None,
             image_features=image_features if output_image_features else None,
             mask_features=decoded.mask_features if output_hidden_states else None,
@@ -376,6 +376,11 @@ class PosSamModel(PosSamPreTrainedModel):
             "iou_scores": self.iou_head(query_states, pooled_mask_features),
             "clip_region_embeddings": clip_region_embeddings,
         }
+
+    def _default_is_thing(self, class_queries_logits: torch.Tensor) -> torch.BoolTensor:
+        # One row per image, so that batch splitters (transformers' pipelines) can cut the output along dim 0.
+        flags = torch.tensor(self.config.vocabulary_is_thing, device=class_queries_logits.device)
+        return flags.expand(class_queries_logits.shape[0], -1)
 
     # ------------------------------------------------------------------ input handling
 

@@ -85,7 +85,7 @@ class PosSamOutput(ModelOutput):
             class column scaled by (1 - void probability); the last column is the void probability.
         mask_scores (`torch.FloatTensor` of shape `(batch_size, K)`, *optional*):
             Inference only: how much each mask is trusted when ranking segments, `iou_scores ** iou_score_exponent`.
-        vocabulary_is_thing (`torch.BoolTensor` of shape `(C,)`, *optional*):
+        vocabulary_is_thing (`torch.BoolTensor` of shape `(batch_size, C)`, *optional*):
             Thing flags of the classes when the model's default vocabulary was used (post-processing then knows which
             classes to merge as stuff); `None` for a vocabulary given by the caller.
         auxiliary_predictions (`tuple[dict[str, torch.FloatTensor]]`, *optional*):

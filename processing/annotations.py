@@ -24,6 +24,7 @@ import numpy as np
 import PIL.Image
 import torch
 
+from .panoptic_png import rgb_to_segment_ids
 from .resizing import nearest_indices
 
 
@@ -64,8 +65,7 @@ def _read_map(value, where: str) -> np.ndarray:
             f"{where}: expected a 2-D map (numpy array, torch tensor, PIL image or path), got {type(value).__name__}."
         )
     if value.ndim == 3 and value.shape[-1] == 3 and value.dtype == np.uint8:
-        value = value.astype(np.int64)
-        value = value[..., 0] + 256 * value[..., 1] + 256 * 256 * value[..., 2]
+        value = rgb_to_segment_ids(value)
     if value.ndim != 2:
         raise ValueError(f"{where}: expected a 2-D (height, width) map, got shape {tuple(value.shape)}.")
     if not (np.issubdtype(value.dtype, np.integer) or value.dtype == np.bool_):

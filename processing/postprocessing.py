@@ -5,7 +5,7 @@ All three read the inference-only fields of the model output:
 - `class_probabilities` (B, K, C + 1): ensembled class probabilities, void last, classes scaled by (1 - void);
 - `mask_scores` (B, K): how much each mask is trusted (predicted IoU ** gamma);
 - `masks_queries_logits` (B, K, h, w): mask logits at stride 4 of the padded S x S input;
-- `vocabulary_is_thing` (C,), optional: thing flags, used when no stuff classes are given.
+- `vocabulary_is_thing` (C,) or (B, C), optional: thing flags, used when no stuff classes are given.
 
 Masks go back to the image the way pre-processing came from it: bilinear upsampling to S x S, cropping of the
 padding, bilinear resizing to the requested size (see `resizing.py`). Two behaviours of transformers' Mask2Former
@@ -77,13 +77,14 @@ def read_predictions(outputs) -> _Predictions:
     is_thing = _field(outputs, "vocabulary_is_thing")
     stuff = None
     if is_thing is not None:
-        is_thing = torch.as_tensor(is_thing, dtype=torch.bool).flatten()
-        if is_thing.numel() != probabilities.shape[-1] - 1:
+        # (C,) or one row per image (B, C); a call has one vocabulary, so every row holds the same flags.
+        is_thing = torch.as_tensor(is_thing, dtype=torch.bool)
+        if is_thing.shape[-1] != probabilities.shape[-1] - 1 or is_thing.ndim > 2:
             raise ValueError(
-                f"vocabulary_is_thing has {is_thing.numel()} entries but class_probabilities has "
-                f"{probabilities.shape[-1] - 1} classes."
+                f"vocabulary_is_thing has shape {tuple(is_thing.shape)} but class_probabilities has "
+                f"{probabilities.shape[-1] - 1} classes: expected (C,) or (batch, C)."
             )
-        stuff = set(torch.nonzero(~is_thing).flatten().tolist())
+        stuff = set(torch.nonzero(~is_thing.reshape(-1, is_thing.shape[-1])[0]).flatten().tolist())
     return _Predictions(probabilities.float(), mask_scores.float(), masks.float(), stuff)
 
 

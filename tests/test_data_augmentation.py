@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from possam.training.augmentation import LargeScaleJitter, resize_longest_side
-from possam.training.panoptic_png import rgb_to_segment_ids, segment_ids_to_rgb
+from possam.processing.panoptic_png import rgb_to_segment_ids, segment_ids_to_rgb
 from possam.training.panoptic_targets import panoptic_targets
 
 

@@ -16,7 +16,7 @@ from possam.training.coco_panoptic import (
     load_coco_panoptic,
     vocabulary_from_categories,
 )
-from possam.training.panoptic_png import rgb_to_segment_ids, segment_ids_to_rgb
+from possam.processing.panoptic_png import rgb_to_segment_ids, segment_ids_to_rgb
 from possam.training.synthetic import generate_synthetic_coco_panoptic
 
 

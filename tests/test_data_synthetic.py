@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from possam.configuration import Vocabulary
-from possam.training.panoptic_png import rgb_to_segment_ids
+from possam.processing.panoptic_png import rgb_to_segment_ids
 from possam.training.synthetic import SYNTHETIC_CLASSES, generate_synthetic_coco_panoptic, synthetic_vocabulary
 
 

@@ -13,7 +13,7 @@ from possam.training.metric_panoptic_quality import (
     PanopticQualityAccumulator,
     panoptic_quality,
 )
-from possam.training.panoptic_png import segment_ids_to_rgb
+from possam.processing.panoptic_png import segment_ids_to_rgb
 
 from panopticapi.evaluation import pq_compute_single_core
 

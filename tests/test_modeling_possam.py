@@ -112,7 +112,7 @@ def test_save_and_auto_load_give_identical_outputs_with_one_weights_file(model, 
         for key in ("class_queries_logits", "masks_queries_logits", "iou_scores", "clip_logits", "class_probabilities"):
             assert torch.equal(expected[key], actual[key]), key
     assert reloaded.config.vocabulary == ["a,b", "c,d", "e,f", "g,h"]
-    assert reloaded(pixel_values=pixels).vocabulary_is_thing.tolist() == [True, True, False, False]
+    assert reloaded(pixel_values=pixels).vocabulary_is_thing.tolist() == [[True, True, False, False]] * 2
 
 
 def test_default_vocabulary_equals_passing_it_explicitly(model):

@@ -402,7 +402,7 @@ def test_missing_inference_fields_and_bad_shapes():
         )
     with pytest.raises(ValueError, match="disagree on"):
         post_process_instance_segmentation(make_outputs(torch.rand(3, 2), torch.rand(2), torch.rand(2, 4, 4)))
-    with pytest.raises(ValueError, match="vocabulary_is_thing has 3 entries"):
+    with pytest.raises(ValueError, match=r"vocabulary_is_thing has shape \(3,\) but class_probabilities has 2 classes"):
         post_process_panoptic_segmentation(
             make_outputs(torch.rand(2, 3), torch.rand(2), torch.rand(2, 4, 4), [True] * 3)
         )

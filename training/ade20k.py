@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from ..configuration import Vocabulary, load_vocabulary
-from .panoptic_png import segment_area_and_bbox, segment_ids_to_rgb
+from ..processing.panoptic_png import segment_area_and_bbox, segment_ids_to_rgb
 
 
 NUM_ADE20K_CLASSES = 150

@@ -20,7 +20,7 @@ from datasets import Dataset, Features, Value
 from PIL import Image
 
 from ..configuration import Vocabulary, load_vocabulary
-from .panoptic_png import rgb_to_segment_ids
+from ..processing.panoptic_png import rgb_to_segment_ids
 
 
 class PanopticDataError(ValueError):

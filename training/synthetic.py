@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from ..configuration import Vocabulary
-from .panoptic_png import segment_area_and_bbox, segment_ids_to_rgb
+from ..processing.panoptic_png import segment_area_and_bbox, segment_ids_to_rgb
 
 
 @dataclass(frozen=True)

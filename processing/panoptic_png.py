@@ -25,6 +25,8 @@ def segment_ids_to_rgb(segment_ids: np.ndarray) -> np.ndarray:
     segment_ids = np.asarray(segment_ids)
     if segment_ids.ndim != 2:
         raise ValueError(f"A segment-id map must have shape (H, W), got shape {segment_ids.shape}.")
+    if not np.issubdtype(segment_ids.dtype, np.integer):
+        raise ValueError(f"Segment ids must be integers, got dtype {segment_ids.dtype}.")
     if segment_ids.size and (segment_ids.min() < 0 or segment_ids.max() > MAX_SEGMENT_ID):
         raise ValueError(
             f"Segment ids must lie in [0, {MAX_SEGMENT_ID}] to fit a panoptic PNG, got "

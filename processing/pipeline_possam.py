@@ -1,0 +1,336 @@
+"""The `open-vocab-panoptic` pipeline: images + any class names -> named panoptic, instance or semantic segments.
+
+    >>> import possam  # registers the task
+    >>> from transformers import pipeline
+    >>> segmenter = pipeline("open-vocab-panoptic", model="path/to/possam")
+    >>> segments = segmenter("street.jpg", candidate_labels=["car", "person,pedestrian", "road", "sky"],
+    ...                      stuff_labels=["road", "sky"])
+    >>> segments[0]["label"], segments[0]["mask"].size   # PIL "L" mask at the image's size, 255 inside
+
+The output follows transformers' `image-segmentation` pipeline (a list of `{"score", "label", "mask"}` per image);
+the vocabulary is an input instead of `config.id2label`. A vocabulary is tokenized once by the processor and embedded
+once by the model (both cache it), however many images or batches it is used for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import numpy as np
+import PIL.Image
+import torch
+from transformers.pipelines import PIPELINE_REGISTRY, Pipeline
+
+from ..configuration.vocabulary import Vocabulary
+from ..mase import ENSEMBLE_MODES, seen_class_mask
+from .processing_possam import PosSamProcessor, resolve_vocabulary
+
+TASK = "open-vocab-panoptic"
+SUBTASKS = ("panoptic", "instance", "semantic")
+
+NO_DEFAULT_MODEL = (
+    f"The {TASK!r} pipeline has no default model: no public PosSAM weights exist. Pass a PosSAM checkpoint, e.g. "
+    f"pipeline({TASK!r}, model='path/to/possam') — a folder written by model.save_pretrained and "
+    "processor.save_pretrained, or a Hub id."
+)
+
+
+class _NoDefaultModel(Mapping):
+    """The task's `default` entry: transformers reads `default["model"]` when `pipeline()` gets no model, and this
+    answers with an explanation instead of a checkpoint name (without a `default`, the user would see `KeyError`)."""
+
+    def __getitem__(self, key):
+        raise ValueError(NO_DEFAULT_MODEL)
+
+    def __contains__(self, key) -> bool:
+        return key == "model"
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(("model",))
+
+    def __len__(self) -> int:
+        return 1
+
+
+def _mask_image(mask: torch.Tensor | np.ndarray) -> PIL.Image.Image:
+    """A boolean (H, W) mask -> PIL "L" image, 255 inside (transformers' image-segmentation format)."""
+    mask = mask.cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    return PIL.Image.fromarray(mask.astype(np.uint8) * 255)
+
+
+class OpenVocabPanopticPipeline(Pipeline):
+    """Open-vocabulary panoptic, instance and semantic segmentation with PosSAM.
+
+    Call it with one image or a list of images (PIL images, file paths, http(s) URLs, numpy arrays or tensors) and a
+    vocabulary. Each result is a list of `{"score", "label", "mask"}` dicts, one per segment, best first, where
+    `mask` is a PIL "L" image of the original image size with 255 inside the segment. With
+    `return_panoptic_map=True` each result is instead a dict `{"segments": <that list>, "segmentation": (H, W) int32
+    array of segment ids (0 = no segment), "segments_info": [{"id", "label_id", "label", "score", "was_fused"}]}`.
+
+    Built by `pipeline("open-vocab-panoptic", model=...)`, which loads the model and its [`PosSamProcessor`]; or
+    directly as `OpenVocabPanopticPipeline(model=model, processor=processor)`.
+    """
+
+    _load_processor = True
+    _load_image_processor = False
+    _load_video_processor = False
+    _load_feature_extractor = False
+    _load_tokenizer = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.processor, PosSamProcessor):
+            raise TypeError(
+                f"The {TASK!r} pipeline needs a PosSamProcessor (processor=...), got {type(self.processor).__name__}. "
+                "Save one next to the model with processor.save_pretrained(model_dir)."
+            )
+        # Ensembled class probabilities (what post-processing reads) exist in eval mode only.
+        self.model.eval()
+
+    def __call__(self, inputs=None, **kwargs):
+        """Segments one image or a list of images with an open vocabulary.
+
+        Args:
+            inputs: an image (PIL image, file path, http(s) URL, numpy array or tensor) or a list of images; also
+                accepted as `images=`. A list returns a list of results, one per image.
+            candidate_labels (`list[str]`, `str` or [`Vocabulary`], *optional*): the classes, one entry per class; a
+                comma inside an entry separates synonyms of one class ("person,child"; the first name is the label).
+                Also a shipped vocabulary name (`"coco_panoptic"`, `"ade20k_150"`, `"ade20k_847"`) or a vocabulary
+                file (`id:name1,name2[:thing|:stuff]` lines). Default: the model's vocabulary (`config.vocabulary`).
+            stuff_labels (`list[str]`, *optional*): labels of `candidate_labels` that are stuff (sky, grass): merged
+                into one segment per class in panoptic results and left out of instance results. Vocabulary files and
+                the model's vocabulary carry their own thing/stuff flags.
+            subtask (`str`, *optional*, defaults to `"panoptic"`): `"panoptic"`, `"instance"` (top-scoring, possibly
+                overlapping instances of thing classes) or `"semantic"` (one segment per class present, score None).
+            threshold (`float`, *optional*, defaults to 0.0): minimum segment score. Scores are class probability x
+                predicted mask IoU, so they are small; 0.0 keeps every non-void segment, as FC-CLIP does.
+            mask_threshold (`float`, *optional*, defaults to 0.5): mask probability above which a pixel is inside.
+            overlap_mask_area_threshold (`float`, *optional*, defaults to 0.8): panoptic only; a segment is dropped
+                when it keeps less than this fraction of its own mask after overlaps are resolved.
+            ensemble_mode (`str`, *optional*): overrides `config.ensemble_mode` (`"mase"`, `"geometric"`,
+                `"ldp_only"`, `"clip_only"`); `"geometric"` marks as seen the classes named in
+                `config.training_vocabulary`.
+            return_panoptic_map (`bool`, *optional*, defaults to `False`): return the segment id map and
+                `segments_info` with the segments (see the class docstring). For `"instance"` the map holds the best
+                instance at each pixel while `segments` keep each instance's full mask; for `"semantic"` segment k
+                is the k-th class present, in label-id order.
+            batch_size (`int`, *optional*): images per model call for list inputs.
+            timeout (`float`, *optional*): seconds to wait when fetching an image URL.
+        """
+        if "images" in kwargs:
+            if inputs is not None:
+                raise ValueError("Pass the images either as the first argument or as images=..., not both.")
+            inputs = kwargs.pop("images")
+        if inputs is None:
+            raise ValueError(f"The {TASK!r} pipeline needs images: pipe(image_or_list_of_images, ...).")
+        return super().__call__(inputs, **kwargs)
+
+    # ------------------------------------------------------------------ parameters
+
+    def _sanitize_parameters(
+        self,
+        candidate_labels=None,
+        stuff_labels=None,
+        subtask: str | None = None,
+        threshold: float | None = None,
+        mask_threshold: float | None = None,
+        overlap_mask_area_threshold: float | None = None,
+        ensemble_mode: str | None = None,
+        return_panoptic_map: bool | None = None,
+        timeout: float | None = None,
+        local_files_only: bool | None = None,  # forwarded by `pipeline()` to every pipeline; only loading uses it
+        **unknown,
+    ):
+        if unknown:
+            raise TypeError(
+                f"Unknown parameter(s) {sorted(unknown)} for the {TASK!r} pipeline; accepted: candidate_labels, "
+                "stuff_labels, subtask, threshold, mask_threshold, overlap_mask_area_threshold, ensemble_mode, "
+                "return_panoptic_map, batch_size, timeout."
+            )
+        preprocess, forward, postprocess = {}, {}, {}
+        if timeout is not None:
+            preprocess["timeout"] = timeout
+        if candidate_labels is not None:
+            vocabulary = resolve_vocabulary(candidate_labels, stuff_labels)
+            if getattr(self, "processor", None) is not None:
+                # Tokenizing now surfaces vocabulary errors (prompts too long) before any image is read, and fills the
+                # processor's cache that every batch then reads.
+                self.processor.encode_vocabulary(vocabulary)
+            forward["vocabulary"] = postprocess["vocabulary"] = vocabulary
+        elif stuff_labels is not None:
+            raise ValueError(
+                "stuff_labels were given without candidate_labels; pass them together (the model's default "
+                "vocabulary has its own thing/stuff flags in config.vocabulary_is_thing)."
+            )
+        if subtask is not None:
+            if subtask not in SUBTASKS:
+                raise ValueError(f"subtask must be one of {SUBTASKS}, got {subtask!r}.")
+            postprocess["subtask"] = subtask
+        for name, value in (
+            ("threshold", threshold),
+            ("mask_threshold", mask_threshold),
+            ("overlap_mask_area_threshold", overlap_mask_area_threshold),
+        ):
+            if value is not None:
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise TypeError(f"{name} must be a number, got {value!r}.")
+                postprocess[name] = float(value)
+        if return_panoptic_map is not None:
+            postprocess["return_panoptic_map"] = bool(return_panoptic_map)
+        if ensemble_mode is not None:
+            if ensemble_mode not in ENSEMBLE_MODES:
+                raise ValueError(f"ensemble_mode must be one of {ENSEMBLE_MODES}, got {ensemble_mode!r}.")
+            if ensemble_mode == "geometric":
+                self._check_training_vocabulary()
+            forward["ensemble_mode"] = ensemble_mode
+        return preprocess, forward, postprocess
+
+    def _check_training_vocabulary(self) -> list[str]:
+        training_vocabulary = self.model.config.training_vocabulary
+        if not training_vocabulary:
+            raise ValueError(
+                "ensemble_mode='geometric' decides which classes were seen in training by name, but this model's "
+                "config has no training_vocabulary. Use ensemble_mode='mase' (per-image, needs no names) or set "
+                "config.training_vocabulary to the class names the model was trained on."
+            )
+        return training_vocabulary
+
+    def default_vocabulary(self) -> Vocabulary:
+        """The model's own vocabulary (`config.vocabulary` with `config.vocabulary_is_thing`), used without labels."""
+        return Vocabulary.from_entries(self.model.config.vocabulary, self.model.config.vocabulary_is_thing)
+
+    # ------------------------------------------------------------------ the three stages
+
+    def preprocess(self, image, timeout: float | None = None) -> dict[str, torch.Tensor]:
+        if isinstance(image, str) and image.startswith(("http://", "https://")):
+            from transformers.image_utils import load_image
+
+            image = load_image(image, timeout=timeout)
+        inputs = self.processor.image_processor(images=image, return_tensors="pt")
+        if inputs["pixel_values"].shape[0] != 1:
+            raise ValueError(
+                f"One pipeline input held {inputs['pixel_values'].shape[0]} images (a 4-D array or tensor, or a "
+                "tuple); pass a list of images instead so that each gets its own result."
+            )
+        return {
+            "pixel_values": inputs["pixel_values"].to(self.dtype),
+            "original_sizes": inputs["original_sizes"],
+            "reshaped_input_sizes": inputs["reshaped_input_sizes"],
+        }
+
+    def _forward(self, model_inputs, vocabulary: Vocabulary | None = None, ensemble_mode: str | None = None):
+        text_inputs = {}
+        if vocabulary is not None:
+            text_inputs = self.processor.encode_vocabulary(vocabulary)
+        elif not self.model.text_classifier.has_default_vocabulary:
+            # No stored text embeddings: embed the default vocabulary's names like any other vocabulary (cached).
+            text_inputs = self.processor.encode_vocabulary(self.default_vocabulary())
+        seen_classes = None
+        if (ensemble_mode or self.model.config.ensemble_mode) == "geometric":
+            labels = (vocabulary or self.default_vocabulary()).entries
+            seen_classes = seen_class_mask(labels, self._check_training_vocabulary())
+        outputs = self.model(
+            pixel_values=model_inputs["pixel_values"],
+            **text_inputs,
+            ensemble_mode=ensemble_mode,
+            seen_classes=seen_classes,
+        )
+        # Only per-image tensors: the pipeline's batch iterator splits every value along its first dimension.
+        return {
+            "class_probabilities": outputs.class_probabilities,
+            "mask_scores": outputs.mask_scores,
+            "masks_queries_logits": outputs.masks_queries_logits,
+            "original_sizes": model_inputs["original_sizes"],
+            "reshaped_input_sizes": model_inputs["reshaped_input_sizes"],
+        }
+
+    def postprocess(
+        self,
+        model_outputs,
+        vocabulary: Vocabulary | None = None,
+        subtask: str = "panoptic",
+        threshold: float = 0.0,
+        mask_threshold: float = 0.5,
+        overlap_mask_area_threshold: float = 0.8,
+        return_panoptic_map: bool = False,
+    ):
+        vocabulary = vocabulary if vocabulary is not None else self.default_vocabulary()
+        sizes = {
+            "target_sizes": model_outputs["original_sizes"],
+            "reshaped_input_sizes": model_outputs["reshaped_input_sizes"],
+        }
+        if subtask == "panoptic":
+            result = self.processor.post_process_panoptic_segmentation(
+                model_outputs,
+                vocabulary,
+                threshold=threshold,
+                mask_threshold=mask_threshold,
+                overlap_mask_area_threshold=overlap_mask_area_threshold,
+                **sizes,
+            )[0]
+            segmentation, segments_info = result["segmentation"], result["segments_info"]
+            masks = [segmentation == segment["id"] for segment in segments_info]
+        elif subtask == "instance":
+            result = self.processor.post_process_instance_segmentation(
+                model_outputs,
+                vocabulary,
+                threshold=threshold,
+                mask_threshold=mask_threshold,
+                return_binary_maps=True,
+                **sizes,
+            )[0]
+            segments_info, masks = result["segments_info"], list(result["segmentation"])
+            # Where instances overlap, the map shows the best one (instances are sorted by decreasing score).
+            segmentation = torch.zeros(result["segmentation"].shape[-2:], dtype=torch.int32)
+            for segment, mask in reversed(list(zip(segments_info, masks))):
+                segmentation[mask.cpu()] = segment["id"]
+        else:
+            label_map = self.processor.post_process_semantic_segmentation(model_outputs, vocabulary, **sizes)[0].cpu()
+            present = torch.unique(label_map).tolist()
+            labels = vocabulary.labels
+            segments_info = [
+                {"id": index + 1, "label_id": label_id, "label": labels[label_id], "score": None, "was_fused": True}
+                for index, label_id in enumerate(present)
+            ]
+            masks = [label_map == label_id for label_id in present]
+            lookup = torch.zeros(len(labels), dtype=torch.int32)
+            lookup[torch.tensor(present, dtype=torch.int64)] = torch.arange(1, len(present) + 1, dtype=torch.int32)
+            segmentation = lookup[label_map]
+
+        segments = [
+            {"score": segment["score"], "label": segment["label"], "mask": _mask_image(mask)}
+            for segment, mask in zip(segments_info, masks)
+        ]
+        if not return_panoptic_map:
+            return segments
+        return {
+            "segments": segments,
+            "segmentation": segmentation.cpu().numpy().astype(np.int32),
+            "segments_info": [
+                {key: segment[key] for key in ("id", "label_id", "label", "score", "was_fused")}
+                for segment in segments_info
+            ],
+        }
+
+    def save_pretrained(self, save_directory, **kwargs):
+        """Saves the model and its processor, loadable again with `pipeline("open-vocab-panoptic", model=...)`.
+
+        transformers' default would also record this pipeline as Hub custom code in the config, which would then
+        demand `trust_remote_code=True` to load a checkpoint whose pipeline ships with the installed `possam`.
+        """
+        self.model.save_pretrained(save_directory, **kwargs)
+        self.processor.save_pretrained(save_directory, **kwargs)
+
+
+def register_pipeline() -> None:
+    """Registers the `open-vocab-panoptic` task with transformers' `pipeline()`; `import possam` calls it."""
+    from transformers import AutoModel
+
+    if PIPELINE_REGISTRY.supported_tasks.get(TASK, {}).get("impl") is OpenVocabPanopticPipeline:
+        return
+    PIPELINE_REGISTRY.register_pipeline(
+        TASK, pipeline_class=OpenVocabPanopticPipeline, pt_model=AutoModel, default=_NoDefaultModel(), type="image"
+    )
+
+
+__all__ = ["OpenVocabPanopticPipeline", "register_pipeline"]

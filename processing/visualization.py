@@ -1,0 +1,117 @@
+"""Pictures of segmentations: a colour overlay of the segments with their label text."""
+
+from __future__ import annotations
+
+import colorsys
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+import PIL.Image
+import PIL.ImageDraw
+import PIL.ImageFont
+
+
+
+def label_color(label: str) -> tuple[int, int, int]:
+    """A bright colour that depends only on the label text, so a class has the same colour in every image and run."""
+    digest = hashlib.sha1(label.encode("utf-8")).digest()
+    hue = int.from_bytes(digest[:2], "big") / 65536.0
+    saturation = 0.55 + 0.35 * digest[2] / 255.0
+    value = 0.75 + 0.25 * digest[3] / 255.0
+    return tuple(round(channel * 255) for channel in colorsys.hsv_to_rgb(hue, saturation, value))
+
+
+def _text_color(background: tuple[int, int, int]) -> tuple[int, int, int]:
+    # Rec. 601 luma: dark text on light boxes, white text on dark ones.
+    luma = 0.299 * background[0] + 0.587 * background[1] + 0.114 * background[2]
+    return (0, 0, 0) if luma > 140 else (255, 255, 255)
+
+
+def label_anchor(mask: np.ndarray) -> tuple[int, int]:
+    """(x, y) of the mask pixel nearest the mask's centroid: inside the segment even when it is not convex."""
+    ys, xs = np.nonzero(mask)
+    if ys.size == 0:
+        raise ValueError("Cannot place a label on an empty mask.")
+    nearest = np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2)
+    return int(xs[nearest]), int(ys[nearest])
+
+
+def _font(image_size: tuple[int, int]) -> PIL.ImageFont.ImageFont:
+    # Text about 1/30 of the shorter side, at least 12 px; Pillow's scalable default font needs FreeType.
+    size = max(12, min(image_size) // 30)
+    try:
+        return PIL.ImageFont.load_default(size=size)
+    except ImportError:
+        return PIL.ImageFont.load_default()
+
+
+def draw_segmentation_overlay(
+    image: PIL.Image.Image | np.ndarray,
+    segmentation: np.ndarray,
+    segments_info: Sequence[dict],
+    alpha: float = 0.5,
+    show_scores: bool = True,
+) -> PIL.Image.Image:
+    """Blends one colour per segment onto the image and writes each segment's label on it.
+
+    Args:
+        image: the (H, W) RGB image (PIL, or an (H, W, 3) uint8 array).
+        segmentation: (H, W) integer map of segment ids, 0 = no segment.
+        segments_info: one dict per segment with `"id"` and `"label"` (and `"score"`, shown when not None).
+        alpha: opacity of the colours (0 = image only, 1 = colours only).
+        show_scores: append each segment's score to its label ("cat 0.42").
+
+    Returns:
+        An RGB PIL image of the image's size. A segment's colour comes from its label (`label_color`) and is drawn
+        opaque along the segment's edges; its label is written in a box of that colour at the segment pixel nearest
+        the segment's centroid.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}.")
+    base = np.asarray(image.convert("RGB") if isinstance(image, PIL.Image.Image) else image)
+    if base.ndim != 3 or base.shape[-1] != 3 or base.dtype != np.uint8:
+        raise ValueError(f"image must be RGB: a PIL image or an (H, W, 3) uint8 array, got {base.shape} {base.dtype}.")
+    segmentation = np.asarray(segmentation)
+    if segmentation.shape != base.shape[:2]:
+        raise ValueError(f"segmentation has shape {segmentation.shape} but the image is {base.shape[:2]} (H, W).")
+
+    colors = np.zeros((len(segments_info) + 1, 3), dtype=np.float32)
+    index = np.zeros(segmentation.shape, dtype=np.int64)  # 0 = no segment, k = segments_info[k - 1]
+    for position, segment in enumerate(segments_info, start=1):
+        colors[position] = label_color(str(segment["label"]))
+        index[segmentation == segment["id"]] = position
+    covered = (index > 0)[..., None]
+    blended = np.round(base.astype(np.float32) * (1 - alpha) + colors[index] * alpha)
+    # Segment edges in full colour, so that neighbours of similar colour stay apart.
+    edge = np.zeros(index.shape, dtype=bool)
+    edge[:-1] |= index[:-1] != index[1:]
+    edge[1:] |= index[1:] != index[:-1]
+    edge[:, :-1] |= index[:, :-1] != index[:, 1:]
+    edge[:, 1:] |= index[:, 1:] != index[:, :-1]
+    blended = np.where((edge & (index > 0))[..., None], colors[index], blended)
+    overlay = PIL.Image.fromarray(np.where(covered, blended, base).astype(np.uint8))
+
+    draw = PIL.ImageDraw.Draw(overlay)
+    font = _font(overlay.size)
+    width, height = overlay.size
+    for position, segment in enumerate(segments_info, start=1):
+        mask = index == position
+        if not mask.any():
+            continue
+        text = str(segment["label"])
+        if show_scores and segment.get("score") is not None:
+            text = f"{text} {segment['score']:.2f}"
+        x, y = label_anchor(mask)
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        box_width, box_height = right - left + 4, bottom - top + 4
+        # Centred on the anchor, then kept inside the image.
+        x0 = min(max(0, x - box_width // 2), max(0, width - box_width))
+        y0 = min(max(0, y - box_height // 2), max(0, height - box_height))
+        color = label_color(str(segment["label"]))
+        draw.rectangle((x0, y0, x0 + box_width - 1, y0 + box_height - 1), fill=color, outline=(0, 0, 0))
+        draw.text((x0 + 2 - left, y0 + 2 - top), text, fill=_text_color(color), font=font)
+    return overlay
+
+
+__all__ = ["draw_segmentation_overlay", "label_anchor", "label_color"]
