@@ -88,6 +88,13 @@ def read_predictions(outputs) -> _Predictions:
     return _Predictions(probabilities.float(), mask_scores.float(), masks.float(), stuff)
 
 
+def _stuff_labels(predictions: _Predictions, given: Iterable[int] | None) -> set[int]:
+    """The stuff label ids given by the caller, else the output's non-thing classes, else none."""
+    if given is not None:
+        return {int(label) for label in given}
+    return predictions.stuff_label_ids or set()
+
+
 def _size_list(sizes, batch_size: int, name: str) -> list[tuple[int, int]] | None:
     if sizes is None:
         return None
@@ -208,10 +215,7 @@ def post_process_panoptic_segmentation(
     """
     _check_thresholds(mask_threshold=mask_threshold, overlap_mask_area_threshold=overlap_mask_area_threshold)
     predictions = read_predictions(outputs)
-    if label_ids_to_fuse is None:
-        stuff = predictions.stuff_label_ids or set()
-    else:
-        stuff = {int(label) for label in label_ids_to_fuse}
+    stuff = _stuff_labels(predictions, label_ids_to_fuse)
     plans = _plans(predictions, padded_size, target_sizes, reshaped_input_sizes)
     return [
         _panoptic_one_image(
@@ -315,10 +319,7 @@ def post_process_instance_segmentation(
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}.")
     predictions = read_predictions(outputs)
-    if stuff_label_ids is None:
-        excluded = predictions.stuff_label_ids or set()
-    else:
-        excluded = {int(label) for label in stuff_label_ids}
+    excluded = _stuff_labels(predictions, stuff_label_ids)
     plans = _plans(predictions, padded_size, target_sizes, reshaped_input_sizes)
     return [
         _instance_one_image(

@@ -46,6 +46,8 @@ def main(argv: list[str], prog: str = "possam demo") -> int:
     args = _parser(prog).parse_args(argv)
     started = time.time()
 
+    from transformers import set_seed
+
     from .. import PosSamModel, possam_preset
     from ..processing import PosSamProcessor, embed_default_vocabulary
     from .collator import PosSamDataCollator
@@ -54,7 +56,7 @@ def main(argv: list[str], prog: str = "possam demo") -> int:
     from .evaluation import evaluate_panoptic
     from .synthetic import generate_synthetic_coco_panoptic
     from .trainer import PosSamTrainer, PosSamTrainingArguments
-    from ..processing.predict_cli import predict_images
+    from ..processing.predict_cli import main as predict
 
     data_dir = os.path.join(args.output_dir, "data")
     print(f"[1/4] Writing the synthetic dataset to {data_dir}")
@@ -66,6 +68,7 @@ def main(argv: list[str], prog: str = "possam demo") -> int:
     train, vocabulary = load_coco_panoptic(splits["train"].json_path, splits["train"].image_dir, synonyms_from=splits["train"].vocabulary_path)
     val, val_vocabulary = load_coco_panoptic(splits["val"].json_path, splits["val"].image_dir, synonyms_from=splits["val"].vocabulary_path)
 
+    set_seed(args.seed)
     model = PosSamModel(possam_preset("tiny"))
     processor = PosSamProcessor.for_model_config(model.config)
     eval_dataset = PanopticEvaluationDataset(val, processor.image_processor)
@@ -104,11 +107,14 @@ def main(argv: list[str], prog: str = "possam demo") -> int:
     processor.save_pretrained(model_dir)
 
     predictions_dir = os.path.join(args.output_dir, "predictions")
-    labels = args.labels.split(",") if args.labels else [entry.replace(",", "|") for entry in vocabulary.entries]
-    stuff = args.stuff.split(",") if args.stuff else (["sky", "grass"] if not args.labels else [])
-    print(f"[4/4] Segmenting {splits['scenes'].num_images} held-out scenes with labels {labels} -> {predictions_dir}")
+    labels = args.labels or ",".join(entry.replace(",", "|") for entry in vocabulary.entries)
+    stuff = args.stuff if args.stuff is not None else ("sky,grass" if args.labels is None else "")
+    print(f"[4/4] Segmenting {splits['scenes'].num_images} held-out scenes with labels {labels!r} -> {predictions_dir}")
     images = sorted(os.path.join(splits["scenes"].image_dir, name) for name in os.listdir(splits["scenes"].image_dir))
-    predict_images(images, model_dir, labels=labels, stuff_labels=stuff, output_dir=predictions_dir)
+    options = ["--stuff", stuff] if stuff else []
+    status = predict([*images, "--model", model_dir, "--labels", labels, *options, "--out", predictions_dir])
+    if status != 0:
+        return status
 
     summary = {
         "panoptic_quality_before": before,
