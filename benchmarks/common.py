@@ -30,7 +30,18 @@ def median_seconds(function, warmup: int = 1, repeats: int = 3) -> float:
 
 
 def peak_rss_gib() -> float:
-    """Peak resident memory of this process so far (Linux reports KiB)."""
+    """Peak resident memory of this process so far, in GiB.
+
+    Linux's `VmHWM` belongs to the process's own address space. `getrusage().ru_maxrss` is not used where VmHWM
+    exists: it survives fork + exec, so a child started by a big parent reports the parent's peak.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 

@@ -34,6 +34,7 @@ from transformers import CLIPTextConfig, ConvNextConfig
 from .checkpoint_io import CheckpointError, convert_state_dict, expected_shapes, read_state_dict, rule
 from .clip_towers import PosSamClip
 from .configuration import PosSamClipConfig
+from .configuration.configuration_possam import CLIP_PAD_TOKEN_ID
 
 
 def _split_qkv(tensor: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -145,6 +146,7 @@ def openclip_clip_config_from_state_dict(
         hidden_act=text_hidden_act,
         projection_dim=projection_dim,
         layer_norm_eps=1e-5,
+        pad_token_id=CLIP_PAD_TOKEN_ID,
     )
     return PosSamClipConfig(
         vision_config=vision_config,

@@ -42,6 +42,27 @@ class PosSamTextEmbeddings(ModelOutput):
     def num_classes(self) -> int:
         return int(self.synonym_to_class.max()) + 1
 
+    def save(self, path: str) -> None:
+        """Writes the text classifier to a safetensors file, e.g. beside a checkpoint, to skip the text tower later."""
+        from safetensors.torch import save_file
+
+        save_file(
+            {"synonym_embeddings": self.synonym_embeddings.detach().cpu().contiguous(),
+             "synonym_to_class": self.synonym_to_class.cpu().contiguous()},
+            path,
+        )
+
+    @classmethod
+    def load(cls, path: str) -> "PosSamTextEmbeddings":
+        """Reads a file written by `save`; pass its fields to `PosSamModel.forward`."""
+        from safetensors.torch import load_file
+
+        tensors = load_file(path)
+        missing = {"synonym_embeddings", "synonym_to_class"} - set(tensors)
+        if missing:
+            raise ValueError(f"{path} is not a PosSAM text classifier file: it lacks {sorted(missing)}.")
+        return cls(synonym_embeddings=tensors["synonym_embeddings"], synonym_to_class=tensors["synonym_to_class"])
+
 
 @dataclass
 class PosSamDecoderOutput(ModelOutput):

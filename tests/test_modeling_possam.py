@@ -399,3 +399,22 @@ def test_attention_implementation_can_be_requested_explicitly(tmp_path, implemen
     assert model.clip.text.config._attn_implementation == implementation
     with pytest.raises(ValueError, match="(?i)flash"):
         PosSamModel.from_pretrained(tmp_path, attn_implementation="flash_attention_2")
+
+
+def test_text_classifier_saved_beside_a_checkpoint_reloads_without_the_text_tower(model, tmp_path):
+    from possam import PosSamTextEmbeddings
+
+    vocabulary, pixels = make_vocabulary(5), make_pixels(1)
+    model.get_text_embeddings(**vocabulary).save(str(tmp_path / "text_vocabulary.safetensors"))
+    calls = []
+    fresh = tiny_model().eval()
+    fresh.clip.text.register_forward_hook(lambda *args: calls.append(1))
+    text = PosSamTextEmbeddings.load(str(tmp_path / "text_vocabulary.safetensors"))
+    reloaded = fresh(pixel_values=pixels, synonym_embeddings=text.synonym_embeddings, synonym_to_class=text.synonym_to_class)
+    assert calls == []
+    torch.testing.assert_close(reloaded.class_probabilities, model(pixel_values=pixels, **vocabulary).class_probabilities)
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="not a PosSAM text classifier file"):
+        PosSamTextEmbeddings.load(str(tmp_path / "other.safetensors"))

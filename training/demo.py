@@ -31,7 +31,7 @@ DISCLAIMER = (
 def _parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("--output_dir", default="possam-demo", help="where data, model and predictions go")
-    parser.add_argument("--steps", type=int, default=600, help="training steps (batch 4)")
+    parser.add_argument("--steps", type=int, default=1500, help="training steps (batch 4)")
     parser.add_argument("--num_train_images", type=int, default=64)
     parser.add_argument("--num_eval_images", type=int, default=16)
     parser.add_argument("--labels", default=None,
