@@ -21,9 +21,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import median_seconds, peak_rss_of, verdict, write_report  # noqa: E402
+from common import interleaved_median_seconds, median_seconds, peak_rss_of, verdict, write_report  # noqa: E402
 
 from possam import PosSamModel, possam_preset  # noqa: E402
+from possam.decoder import ResizedMaskFeatures  # noqa: E402
 from possam.configuration import load_vocabulary  # noqa: E402
 from possam.processing import PosSamProcessor  # noqa: E402
 
@@ -55,41 +56,16 @@ def stage_times(model, processor, image, repeats: int) -> dict:
         model.get_text_embeddings(**text_150)
 
     times = {"preprocess": median_seconds(lambda: processor(images=[image]), repeats=repeats)}
-    times["sam_encoder"] = median_seconds(lambda: model.sam(pixel_values=pixels), repeats=repeats)
-    mean, std = (torch.tensor(values).view(1, 3, 1, 1) for values in (model.config.image_mean, model.config.image_std))
-    clip_pixels = model.clip.normalize_pixels(pixels * std + mean)  # as get_image_features does
-    times["clip_encoder"] = median_seconds(lambda: model.clip.vision.dense_features(clip_pixels), repeats=repeats)
-    features = model.get_image_features(pixels)
     # Minutes for a large vocabulary on a CPU, and by definition not repeated in use: timed once.
     times["text_encoding_first_call"] = median_seconds(text_first_call, warmup=0, repeats=1)
     text = model.get_text_embeddings(**text_150)
 
-    pyramid = model.fpn(features.sam_image_embeddings)
-    times["fpn_and_pixel_decoder"] = median_seconds(lambda: model.pixel_decoder(list(model.fpn(features.sam_image_embeddings))), repeats=repeats)
-    pixel_output = model.pixel_decoder(list(pyramid))
-    run_decoder = lambda full: model.transformer_decoder(pixel_output.multi_scale_features, pixel_output.mask_features, full_resolution_masks=full)
-    times["transformer_decoder"] = median_seconds(lambda: run_decoder(False), repeats=repeats)
-    times["transformer_decoder_all_masks_full_resolution"] = median_seconds(lambda: run_decoder(True), repeats=repeats)
-    decoded = run_decoder(False)
-    last = len(decoded.query_states) - 1
-    times["ldp_iou_and_classifiers"] = median_seconds(
-        lambda: model._predict(decoded, last, features.clip_image_features, text), repeats=repeats
-    )
-
-    forward = lambda text_inputs: model(image_features=features, **text_inputs)
-    forward(text_847)  # embeds the 847-class vocabulary once; from here on both vocabularies are cached
-    calls = []
-    hook = model.clip.text.register_forward_hook(lambda *args: calls.append(1))
-    times["heads_from_cached_features_150_classes"] = median_seconds(lambda: forward(text_150), repeats=repeats)
-    times["heads_from_cached_features_847_classes"] = median_seconds(lambda: forward(text_847), repeats=repeats)
-    hook.remove()
-    text_tower_calls_when_cached = len(calls)
-
+    mean, std = (torch.tensor(values).view(1, 3, 1, 1) for values in (model.config.image_mean, model.config.image_std))
+    clip_pixels = model.clip.normalize_pixels(pixels * std + mean)  # as get_image_features does
     outputs = model(pixel_values=pixels, **text_150)
     post_process = lambda: processor.image_processor.post_process_panoptic_segmentation(
         outputs, label_ids_to_fuse=vocabulary_150.stuff_label_ids, target_sizes=[image.shape[:2]]
     )
-    times["post_processing_panoptic"] = median_seconds(post_process, repeats=repeats)
 
     def end_to_end():
         batch = processor(images=[image], text=vocabulary_150)
@@ -98,7 +74,56 @@ def stage_times(model, processor, image, repeats: int) -> dict:
             result, label_ids_to_fuse=vocabulary_150.stuff_label_ids, target_sizes=[image.shape[:2]]
         )
 
-    times["end_to_end"] = median_seconds(end_to_end, repeats=repeats)
+    # The overhead and post-processing ratios compare these four: measured in the same rounds.
+    times.update(
+        interleaved_median_seconds(
+            {
+                "sam_encoder": lambda: model.sam(pixel_values=pixels),
+                "clip_encoder": lambda: model.clip.vision.dense_features(clip_pixels),
+                "post_processing_panoptic": post_process,
+                "end_to_end": end_to_end,
+            },
+            repeats=repeats,
+        )
+    )
+
+    features = model.get_image_features(pixels)
+    pyramid = model.fpn(features.sam_image_embeddings)
+    times["fpn_and_pixel_decoder"] = median_seconds(lambda: model.pixel_decoder(list(model.fpn(features.sam_image_embeddings))), repeats=repeats)
+    pixel_output = model.pixel_decoder(list(pyramid))
+    run_decoder = lambda full: model.transformer_decoder(pixel_output.multi_scale_features, pixel_output.mask_features, full_resolution_masks=full)
+    times.update(
+        interleaved_median_seconds(
+            {
+                "transformer_decoder": lambda: run_decoder(False),
+                "transformer_decoder_all_masks_full_resolution": lambda: run_decoder(True),
+            },
+            repeats=repeats,
+        )
+    )
+    decoded = run_decoder(False)
+    last = len(decoded.query_states) - 1
+    low_resolution = ResizedMaskFeatures(decoded.mask_features)
+    times["ldp_iou_and_classifiers"] = median_seconds(
+        lambda: model._predict(decoded, last, low_resolution, features.clip_image_features, text), repeats=repeats
+    )
+
+    forward = lambda text_inputs: model(image_features=features, **text_inputs)
+    forward(text_847)  # embeds the 847-class vocabulary once; from here on both vocabularies are cached
+    calls = []
+    hook = model.clip.text.register_forward_hook(lambda *args: calls.append(1))
+    times.update(
+        interleaved_median_seconds(
+            {
+                "heads_from_cached_features_150_classes": lambda: forward(text_150),
+                "heads_from_cached_features_847_classes": lambda: forward(text_847),
+            },
+            repeats=repeats,
+        )
+    )
+    hook.remove()
+    text_tower_calls_when_cached = len(calls)
+
     four = torch.cat([pixels] * 4)
     times["batch_of_4"] = median_seconds(lambda: model(pixel_values=four, **text_150), warmup=0, repeats=1)
     times["4_single_calls"] = median_seconds(lambda: [model(pixel_values=pixels, **text_150) for _ in range(4)], warmup=0, repeats=1)

@@ -18,7 +18,7 @@ import tempfile
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import median_seconds, peak_rss_of, verdict, write_report  # noqa: E402
+from common import interleaved_median_seconds, peak_rss_of, verdict, write_report  # noqa: E402
 
 from possam import PosSamModel, possam_preset  # noqa: E402
 from possam.processing import PosSamProcessor  # noqa: E402
@@ -52,10 +52,13 @@ def step_times(preset: str, repeats: int) -> dict:
         loss.backward()
         optimizer.step()
 
-    return {
-        "step_with_backbones": median_seconds(lambda: step(pixel_values=pixels), repeats=repeats),
-        "step_with_cached_features": median_seconds(lambda: step(image_features=features), repeats=repeats),
-    }
+    return interleaved_median_seconds(
+        {
+            "step_with_backbones": lambda: step(pixel_values=pixels),
+            "step_with_cached_features": lambda: step(image_features=features),
+        },
+        repeats=repeats,
+    )
 
 
 def tiny_training_peak_rss() -> float:

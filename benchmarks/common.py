@@ -17,16 +17,27 @@ import time
 import torch
 
 
+def interleaved_median_seconds(functions: dict, warmup: int = 1, repeats: int = 3) -> dict:
+    """Median wall time of each `functions[name]()` over `repeats` rounds, after `warmup` untimed rounds.
+
+    Each round calls every function once, in turn, so that a machine that speeds up or slows down during the run
+    affects all of them alike and the ratios between them stay meaningful.
+    """
+    for _ in range(warmup):
+        for function in functions.values():
+            function()
+    times = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def median_seconds(function, warmup: int = 1, repeats: int = 3) -> float:
     """Median wall time of `function()` over `repeats` calls, after `warmup` untimed calls."""
-    for _ in range(warmup):
-        function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return interleaved_median_seconds({"function": function}, warmup, repeats)["function"]
 
 
 def peak_rss_gib() -> float:

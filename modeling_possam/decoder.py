@@ -1,13 +1,13 @@
-"""Masked-attention transformer decoder: Mask2Former's, driven so that inference computes no unused mask.
+"""Masked-attention transformer decoder: Mask2Former's, driven so that no mask is computed at a size nobody uses.
 
 The modules (query embeddings, level embeddings, decoder layers, the mask MLP) are transformers' own
 `Mask2FormerTransformerModule`; only the loop over its layers is PosSAM's. Mask2Former predicts a full-resolution
-(stride 4) mask after every layer, but an intermediate mask is only used to build the next layer's attention mask, at
-that layer's key resolution (stride 32, 16 or 8). A mask is a dot product of a query embedding with the per-pixel
-`mask_features`, and bilinear resizing is linear, so resizing the features before the dot product gives the same
-low-resolution mask as resizing the full mask afterwards. At inference the intermediate masks are computed that way,
-which removes 9 of the 10 full-resolution `K x 256 x 256` products; training keeps every full mask for deep
-supervision.
+(stride 4) mask after every layer and resizes it to the next layer's key resolution (stride 32, 16 or 8) to build that
+layer's attention mask. A mask is a dot product of a query embedding with the per-pixel `mask_features`, and bilinear
+resizing is linear, so resizing the features before the dot product gives the same low-resolution mask as resizing
+the full mask afterwards ([`ResizedMaskFeatures`]). Attention masks are always computed that way; full-resolution
+masks are computed only where they are used: every prediction in training (deep supervision), the last one at
+inference, which removes 9 of the 10 full-resolution `K x 256 x 256` products.
 """
 
 from __future__ import annotations
@@ -19,8 +19,31 @@ from transformers.models.mask2former.modeling_mask2former import Mask2FormerTran
 from .outputs import PosSamDecoderOutput
 
 
-def _resize(features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    return nn.functional.interpolate(features, size=size, mode="bilinear", align_corners=False)
+def mask_logits(mask_embeddings: torch.Tensor, mask_features: torch.Tensor) -> torch.Tensor:
+    """`(batch, K, C)` query mask embeddings and `(batch, C, h, w)` features -> `(batch, K, h, w)` mask logits."""
+    return torch.einsum("bqc,bchw->bqhw", mask_embeddings, mask_features)
+
+
+class ResizedMaskFeatures:
+    """Low-resolution mask logits without gradient, from `mask_features` resized once per size.
+
+    Equal (up to rounding) to bilinearly resizing the full-resolution masks, at a fraction of the cost: the C feature
+    channels are resized once for all predictions instead of K masks per prediction. Used for the masked attention's
+    masks and for pooling CLIP's stride-32 features, both of which carry no gradient.
+    """
+
+    def __init__(self, mask_features: torch.Tensor):
+        self.mask_features = mask_features.detach()
+        self._resized: dict[tuple[int, int], torch.Tensor] = {}
+
+    def mask_logits(self, mask_embeddings: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        size = tuple(size)
+        if size not in self._resized:
+            features = self.mask_features
+            if tuple(features.shape[-2:]) != size:
+                features = nn.functional.interpolate(features, size=size, mode="bilinear", align_corners=False)
+            self._resized[size] = features
+        return mask_logits(mask_embeddings.detach(), self._resized[size])
 
 
 class PosSamTransformerDecoder(Mask2FormerTransformerModule):
@@ -57,8 +80,8 @@ class PosSamTransformerDecoder(Mask2FormerTransformerModule):
 
         decoder = self.decoder
         num_predictions = len(decoder.layers) + 1
-        features_at_key_size: dict[tuple[int, int], torch.Tensor] = {}
-        query_states, masks = [], []
+        low_resolution = ResizedMaskFeatures(mask_features)
+        query_states, mask_embeddings, masks = [], [], []
         attention_mask = None
         for index in range(num_predictions):
             if index > 0:
@@ -74,27 +97,20 @@ class PosSamTransformerDecoder(Mask2FormerTransformerModule):
                 )[0]
 
             state = decoder.layernorm(hidden_states).transpose(0, 1)
-            mask_embeddings = decoder.mask_predictor.mask_embedder(state)
+            embeddings = decoder.mask_predictor.mask_embedder(state)
             is_last = index == num_predictions - 1
-            full_mask = None
-            if full_resolution_masks or is_last:
-                full_mask = torch.einsum("bqc,bchw->bqhw", mask_embeddings, mask_features)
             query_states.append(state)
-            masks.append(full_mask)
-            if is_last:
-                break
-
-            key_size = key_sizes[index % self.num_feature_levels]
-            if full_mask is not None:
-                attention_logits = _resize(full_mask, key_size)
-            else:
-                if key_size not in features_at_key_size:
-                    features_at_key_size[key_size] = _resize(mask_features, key_size)
-                attention_logits = torch.einsum("bqc,bchw->bqhw", mask_embeddings, features_at_key_size[key_size])
-            attention_mask = self._attention_mask(attention_logits.detach())
+            mask_embeddings.append(embeddings)
+            masks.append(mask_logits(embeddings, mask_features) if full_resolution_masks or is_last else None)
+            if not is_last:
+                key_size = key_sizes[index % self.num_feature_levels]
+                attention_mask = self._attention_mask(low_resolution.mask_logits(embeddings, key_size))
 
         return PosSamDecoderOutput(
-            mask_features=mask_features, query_states=tuple(query_states), masks_queries_logits=tuple(masks)
+            mask_features=mask_features,
+            query_states=tuple(query_states),
+            mask_embeddings=tuple(mask_embeddings),
+            masks_queries_logits=tuple(masks),
         )
 
     def _attention_mask(self, mask_logits: torch.Tensor) -> torch.Tensor:

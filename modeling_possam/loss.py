@@ -104,13 +104,16 @@ class PosSamLoss(Mask2FormerLoss):
         normalizer = average_over_processes(target_weights.sum()).clamp(min=1e-6)
         return {"loss_cross_entropy": (losses * target_weights).sum() / normalizer}
 
-    def loss_masks(self, masks_queries_logits, mask_labels, indices, num_masks, valid_mask=None):
-        """Point-sampled BCE and Dice of matched masks; points outside `valid_mask` do not count."""
+    def loss_masks(self, masks_queries_logits, padded_mask_labels, indices, num_masks, valid_mask=None):
+        """Point-sampled BCE and Dice of matched masks; points outside `valid_mask` do not count.
+
+        `padded_mask_labels` is `(batch, max_segments, H, W)`: every image's masks, zero-padded to the batch's largest
+        segment count (padded once per batch, not once per prediction).
+        """
         prediction_index = self._get_predictions_permutation_indices(indices)
         target_index = self._get_targets_permutation_indices(indices)
         predicted = masks_queries_logits[prediction_index].unsqueeze(1)
-        targets, _ = self._pad_images_to_max_in_batch(mask_labels)
-        targets = targets[target_index].unsqueeze(1).to(predicted.dtype)
+        targets = padded_mask_labels[target_index].unsqueeze(1).to(predicted.dtype)
 
         with torch.no_grad():
             points = self.sample_points_using_uncertainty(
@@ -128,33 +131,44 @@ class PosSamLoss(Mask2FormerLoss):
             "loss_dice": weighted_point_dice(point_logits, point_labels, point_weights).sum() / num_masks,
         }
 
+    @staticmethod
     @torch.no_grad()
-    def iou_targets(self, masks_queries_logits, mask_labels, indices, valid_mask=None):
+    def at_mask_resolution(mask_labels, valid_mask, size):
+        """Ground truth for the IoU targets at the predicted masks' resolution (area-downsampled, then >= 0.5).
+
+        Returns a list of `(num_segments_i, *size)` boolean masks and a `(batch, *size)` boolean valid mask (or None).
+        """
+        segments = [
+            nn.functional.interpolate(masks[None].float(), size=size, mode="area")[0] >= 0.5 for masks in mask_labels
+        ]
+        if valid_mask is not None:
+            valid_mask = nn.functional.interpolate(valid_mask[:, None].float(), size=size, mode="area")[:, 0] >= 0.5
+        return segments, valid_mask
+
+    @torch.no_grad()
+    def iou_targets(self, masks_queries_logits, segment_masks, indices, valid_mask=None):
         """IoU of each matched query's binarized mask (logit > 0) with its segment, at mask resolution.
 
-        Returns `(targets, weights)`, both `(batch, K)`: unmatched queries target 0, with weight 1 (`"zero"`) or 0
-        (`"ignore"`).
+        `segment_masks` and `valid_mask` are `at_mask_resolution`'s output. Returns `(targets, weights)`, both
+        `(batch, K)`: unmatched queries target 0, with weight 1 (`"zero"`) or 0 (`"ignore"`).
         """
-        size = masks_queries_logits.shape[-2:]
         targets = masks_queries_logits.new_zeros(masks_queries_logits.shape[:2])
         weights = torch.full_like(targets, 1.0 if self.iou_target_unmatched == "zero" else 0.0)
         for image, (queries, segments) in enumerate(indices):
             if len(queries) == 0:
                 continue
             predicted = masks_queries_logits[image, queries] > 0
-            segment_masks = nn.functional.interpolate(mask_labels[image][segments][None].float(), size=size, mode="area")
-            ground_truth = segment_masks[0] >= 0.5
+            ground_truth = segment_masks[image][segments]
             if valid_mask is not None:
-                valid = nn.functional.interpolate(valid_mask[image][None, None].float(), size=size, mode="area")[0] >= 0.5
-                predicted, ground_truth = predicted & valid, ground_truth & valid
+                predicted, ground_truth = predicted & valid_mask[image], ground_truth & valid_mask[image]
             intersection = (predicted & ground_truth).flatten(1).sum(-1)
             union = (predicted | ground_truth).flatten(1).sum(-1)
             targets[image, queries] = intersection.float() / union.clamp(min=1).float()
             weights[image, queries] = 1.0
         return targets, weights
 
-    def loss_iou(self, iou_scores, masks_queries_logits, mask_labels, indices, valid_mask=None):
-        targets, weights = self.iou_targets(masks_queries_logits, mask_labels, indices, valid_mask)
+    def loss_iou(self, iou_scores, masks_queries_logits, segment_masks, indices, valid_mask=None):
+        targets, weights = self.iou_targets(masks_queries_logits, segment_masks, indices, valid_mask)
         squared_error = (iou_scores.float() - targets) ** 2 * weights
         return {"loss_iou": squared_error.sum() / average_over_processes(weights.sum()).clamp(min=1.0)}
 
@@ -184,14 +198,18 @@ class PosSamLoss(Mask2FormerLoss):
             the same names suffixed `_{i}` for auxiliary prediction `i`.
         """
         num_masks = self.get_num_masks(class_labels, device=predictions[-1]["class_queries_logits"].device)
+        # Every prediction is supervised by the same ground truth: prepare it once.
+        padded_mask_labels, _ = self._pad_images_to_max_in_batch(mask_labels)
+        mask_size = predictions[-1]["masks_queries_logits"].shape[-2:]
+        segments_at_mask_size, valid_at_mask_size = self.at_mask_resolution(mask_labels, valid_mask, mask_size)
         losses = {}
         for index, prediction in enumerate(predictions):
             masks = prediction["masks_queries_logits"]
             indices = self.matcher(masks, prediction["class_queries_logits"], mask_labels, class_labels)
             layer_losses = {
                 **self.loss_labels(prediction["class_queries_logits"], class_labels, indices),
-                **self.loss_masks(masks, mask_labels, indices, num_masks, valid_mask),
-                **self.loss_iou(prediction["iou_scores"], masks, mask_labels, indices, valid_mask),
+                **self.loss_masks(masks, padded_mask_labels, indices, num_masks, valid_mask),
+                **self.loss_iou(prediction["iou_scores"], masks, segments_at_mask_size, indices, valid_at_mask_size),
             }
             suffix = "" if index == len(predictions) - 1 else f"_{index}"
             losses.update({f"{name}{suffix}": value for name, value in layer_losses.items()})

@@ -30,7 +30,7 @@ from transformers.utils.generic import can_return_tuple
 from .backbones import build_from_pretrained_backbones
 from .clip_towers import PosSamClip
 from .configuration import PosSamConfig
-from .decoder import PosSamTransformerDecoder
+from .decoder import PosSamTransformerDecoder, ResizedMaskFeatures
 from .fpn import PosSamFeaturePyramid
 from .heads import PosSamIouHead
 from .ldp import PosSamLocalDiscriminativePooling
@@ -323,7 +323,10 @@ class PosSamModel(PosSamPreTrainedModel):
         )
         num_predictions = len(decoded.query_states)
         indices = range(num_predictions) if return_all else [num_predictions - 1]
-        predictions = [self._predict(decoded, index, image_features.clip_image_features, text) for index in indices]
+        low_resolution = ResizedMaskFeatures(decoded.mask_features)
+        predictions = [
+            self._predict(decoded, index, low_resolution, image_features.clip_image_features, text) for index in indices
+        ]
         final = predictions[-1]
         clip_scale = self.clip.logit_scale.exp().clamp(max=self.config.logit_scale_max)
         clip_logits = classify_regions(final.pop("clip_region_embeddings"), text, clip_scale)
@@ -360,14 +363,21 @@ class PosSamModel(PosSamPreTrainedModel):
         )
 
     def _predict(
-        self, decoded: PosSamDecoderOutput, index: int, clip_features: torch.Tensor, text: PosSamTextEmbeddings
+        self,
+        decoded: PosSamDecoderOutput,
+        index: int,
+        low_resolution: ResizedMaskFeatures,
+        clip_features: torch.Tensor,
+        text: PosSamTextEmbeddings,
     ) -> dict[str, torch.Tensor]:
         """Class logits, IoU and CLIP region embeddings of one decoder prediction."""
         mask_features, masks = decoded.mask_features, decoded.masks_queries_logits[index]
         query_states = decoded.query_states[index]
         pooled_mask_features = mask_pool(mask_features, pooling_weights(masks, mask_features.shape[-2:]))
         with torch.no_grad():
-            clip_pooled = mask_pool(clip_features, pooling_weights(masks, clip_features.shape[-2:]))
+            clip_size = clip_features.shape[-2:]
+            clip_masks = low_resolution.mask_logits(decoded.mask_embeddings[index], clip_size)
+            clip_pooled = mask_pool(clip_features, pooling_weights(clip_masks, clip_size))
             clip_region_embeddings = self.clip.vision.embed_regions(clip_pooled)
         region_embeddings = self.ldp(clip_region_embeddings, pooled_mask_features, query_states)
         return {

@@ -73,6 +73,9 @@ class PosSamDecoderOutput(ModelOutput):
             The pixel decoder's per-pixel embeddings that masks are dot products with.
         query_states (`tuple[torch.FloatTensor]`, each `(batch_size, num_queries, hidden_dim)`):
             Layer-normalized query states, one per prediction.
+        mask_embeddings (`tuple[torch.FloatTensor]`, each `(batch_size, num_queries, mask_feature_size)`):
+            The mask head's query embeddings per prediction; a prediction's masks are their dot products with
+            `mask_features` (at any resolution the features are resized to).
         masks_queries_logits (`tuple[torch.FloatTensor | None]`, each `(batch_size, num_queries, height / 4, width / 4)`):
             Mask logits at stride 4 per prediction; `None` for the intermediate predictions that inference computed
             only at the resolution the next layer's masked attention needs.
@@ -80,6 +83,7 @@ class PosSamDecoderOutput(ModelOutput):
 
     mask_features: torch.FloatTensor | None = None
     query_states: tuple[torch.FloatTensor, ...] | None = None
+    mask_embeddings: tuple[torch.FloatTensor, ...] | None = None
     masks_queries_logits: tuple[torch.FloatTensor | None, ...] | None = None
 
 

@@ -23,6 +23,7 @@ from possam.training import (  # noqa: E402
     PosSamTrainingArguments,
     load_coco_panoptic,
 )
+from possam.training.run import leave_process_group  # noqa: E402
 
 
 class RecordingDataset(Dataset):
@@ -66,6 +67,7 @@ def main(json_path, image_dir, vocabulary_path, output_dir, per_device_batch_siz
              "local_masks": len(local_masks), "num_masks": num_masks},
             handle,
         )
+    leave_process_group()
 
 
 if __name__ == "__main__":

@@ -61,6 +61,18 @@ def test_loss_is_finite_and_decreases():
     assert sum(losses[-5:]) / 5 < 0.8 * losses[0], losses
 
 
+def test_an_image_without_segments_is_supervised_towards_void():
+    """A crop can hold no segment at all: every query of that image must learn void, and nothing else breaks."""
+    model = tiny_model().train()
+    masks, classes = make_labels(2, 3)
+    masks[1], classes[1] = masks[1][:0], classes[1][:0]
+    output = model(pixel_values=make_pixels(2), mask_labels=masks, class_labels=classes, **make_vocabulary(3))
+    assert all(torch.isfinite(value) for value in output.loss_dict.values())
+    output.loss.backward()
+    gradient = model.transformer_decoder.queries_features.weight.grad
+    assert gradient is not None and torch.isfinite(gradient).all() and gradient.abs().sum() > 0
+
+
 def test_loss_components_are_reported_for_every_prediction():
     model = tiny_model().train()
     masks, classes = make_labels(2, 3)
@@ -182,7 +194,8 @@ def test_iou_targets_ignore_unmatched_queries_only_in_ignore_mode():
     indices = [(torch.tensor([0]), torch.tensor([0]))]
     for mode, unmatched_weight in (("zero", 1.0), ("ignore", 0.0)):
         criterion = tiny_model(iou_target_unmatched=mode).criterion
-        targets, weights = criterion.iou_targets(masks_logits, labels, indices)
+        segments, _ = criterion.at_mask_resolution(labels, None, masks_logits.shape[-2:])
+        targets, weights = criterion.iou_targets(masks_logits, segments, indices)
         torch.testing.assert_close(targets, torch.tensor([[0.5, 0.0, 0.0]]))
         torch.testing.assert_close(weights, torch.tensor([[1.0, unmatched_weight, unmatched_weight]]))
 
@@ -201,11 +214,11 @@ def test_ignored_pixels_do_not_count_in_mask_losses():
     valid[0, 12:] = 0
     indices = [(torch.tensor([0]), torch.tensor([0]))]
     torch.manual_seed(0)
-    expected = criterion.loss_masks(perfect, [target], indices, num_masks=1.0, valid_mask=valid)
+    expected = criterion.loss_masks(perfect, target[None], indices, num_masks=1.0, valid_mask=valid)
     torch.manual_seed(0)
-    actual = criterion.loss_masks(wrong_in_ignored, [target], indices, num_masks=1.0, valid_mask=valid)
+    actual = criterion.loss_masks(wrong_in_ignored, target[None], indices, num_masks=1.0, valid_mask=valid)
     torch.manual_seed(0)
-    unweighted = criterion.loss_masks(wrong_in_ignored, [target], indices, num_masks=1.0)
+    unweighted = criterion.loss_masks(wrong_in_ignored, target[None], indices, num_masks=1.0)
     torch.testing.assert_close(actual, expected)
     # Unweighted, the 3 wrong rows (logit +10 on background, BCE ~10) dominate the mean over points.
     assert unweighted["loss_mask"] > expected["loss_mask"] + 1.0
@@ -273,13 +286,17 @@ def test_inference_decoder_path_equals_full_resolution_path(model):
         torch.testing.assert_close(fast_state, full_state)
 
 
-def test_resizing_commutes_with_the_query_feature_product():
-    """The fact the inference path relies on: resize(q . F) == q . resize(F) for bilinear resizing."""
-    queries, features = torch.randn(2, 5, 8), torch.randn(2, 8, 32, 32)
-    resize = lambda x: torch.nn.functional.interpolate(x, size=(8, 8), mode="bilinear", align_corners=False)
-    torch.testing.assert_close(
-        resize(torch.einsum("bqc,bchw->bqhw", queries, features)), torch.einsum("bqc,bchw->bqhw", queries, resize(features))
-    )
+def test_low_resolution_masks_equal_resized_full_masks():
+    """What the attention masks and CLIP pooling rely on: q . resize(F) == resize(q . F) for bilinear resizing."""
+    from possam.decoder import ResizedMaskFeatures, mask_logits
+
+    queries, features = torch.randn(2, 5, 8, requires_grad=True), torch.randn(2, 8, 32, 32)
+    resize = lambda x, size: torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    low_resolution = ResizedMaskFeatures(features)
+    for size in [(8, 8), (16, 16), (32, 32), (4, 8)]:
+        fast = low_resolution.mask_logits(queries, size)
+        torch.testing.assert_close(fast, resize(mask_logits(queries, features), size))
+        assert not fast.requires_grad
 
 
 def test_activation_checkpointing_gives_the_same_gradients():

@@ -23,7 +23,7 @@ def main(argv: list[str], prog: str = "possam evaluate") -> int:
     model_args, data_args, output_args = parse_arguments(argv, (ModelArguments, DataArguments, OutputArguments), prog)
     from accelerate import Accelerator
 
-    from .run import evaluate
+    from .run import evaluate, leave_process_group
 
     accelerator = Accelerator()
     try:
@@ -31,6 +31,8 @@ def main(argv: list[str], prog: str = "possam evaluate") -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 1
+    finally:
+        leave_process_group()
     if accelerator.is_main_process:
         print(json.dumps(metrics, indent=2))
         if output_args.output_json:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 
+import torch.distributed as dist
+
 from .. import PosSamModel, possam_preset
 from ..processing import PosSamProcessor, embed_default_vocabulary
 from .arguments import DataArguments, ModelArguments
@@ -14,6 +16,17 @@ from .dataset import PanopticEvaluationDataset, PanopticTrainingDataset
 from .evaluation import evaluate_panoptic
 from .feature_cache import build_feature_cache
 from .trainer import PosSamTrainer, PosSamTrainingArguments
+
+
+def leave_process_group() -> None:
+    """In a distributed run, wait for every process, then leave the process group.
+
+    A process that exits while a peer still talks to it makes gloo abort that peer (SIGABRT), failing a run that
+    finished its work.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def build_model(args: ModelArguments) -> PosSamModel:

@@ -17,13 +17,15 @@ from .trainer import PosSamTrainingArguments
 
 def main(argv: list[str], prog: str = "possam train") -> int:
     model_args, data_args, training_args = parse_arguments(argv, (ModelArguments, DataArguments, PosSamTrainingArguments), prog)
-    from .run import train
+    from .run import leave_process_group, train
 
     try:
         metrics = train(model_args, data_args, training_args)
     except (FileNotFoundError, ValueError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 1
+    finally:
+        leave_process_group()
     if training_args.process_index == 0:
         print(json.dumps(metrics, indent=2))
     return 0
