@@ -133,3 +133,13 @@ def test_training_on_cached_features_matches_training_on_pixels(synthetic_splits
     torch.manual_seed(0)
     from_cache = model(**collator([cached[0], cached[1]])).loss
     torch.testing.assert_close(from_cache, from_pixels)
+
+
+def test_python_dash_m_possam_is_the_command_line():
+    """`accelerate launch -m possam train` and `torchrun -m possam train` (README's recipe) run `python -m possam`."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "possam", "train", "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "--resume_from_checkpoint" in result.stdout and "--cache_features" in result.stdout
