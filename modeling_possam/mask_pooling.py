@@ -1,9 +1,9 @@
 """Mask pooling: the mean of a feature map over each query's binarized mask.
 
 Used three times per prediction: over SAM's `mask_features` (LDP's SAM stream and the IoU head) and over CLIP's dense
-features (LDP's CLIP stream and the out-of-vocabulary logits). As in FC-CLIP, mask logits are resized to the feature
-map, binarized at logit > 0, and carry no gradient: pooling must not teach the mask branch to shrink or grow masks to
-please the classifier.
+features (LDP's CLIP stream and the out-of-vocabulary logits). As in FC-CLIP, mask logits at the feature map's
+resolution (for CLIP's map, from `decoder.ResizedMaskFeatures`) are binarized at logit > 0 and carry no gradient:
+pooling must not teach the mask branch to shrink or grow masks to please the classifier.
 
 A mask can be empty at a coarse map's resolution (a small object at CLIP's stride 32, or an untrained query). FC-CLIP
 then pools a zero vector, which gives every such region the same embedding and, for LDP, a zero starting embedding
@@ -14,18 +14,13 @@ map: the places the query points to most, weights that always sum to one.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 
-def pooling_weights(mask_logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """`(batch, K, h, w)` mask logits -> `(batch, K, *size)` pooling weights, without gradient.
-
-    Bilinear resize to `size`, then the binary mask (logit > 0); a mask with no foreground pixel at this size uses
-    the spatial softmax of its logits instead.
+def pooling_weights(mask_logits: torch.Tensor) -> torch.Tensor:
+    """`(batch, K, h, w)` mask logits at the feature map's resolution -> `(batch, K, h, w)` pooling weights, without
+    gradient: the binary mask (logit > 0), or the spatial softmax of the logits for a mask with no foreground pixel.
     """
     logits = mask_logits.detach()
-    if tuple(logits.shape[-2:]) != tuple(size):
-        logits = nn.functional.interpolate(logits, size=size, mode="bilinear", align_corners=False)
     binary = (logits > 0).to(logits.dtype)
     empty = binary.flatten(2).sum(-1) == 0
     if not empty.any():

@@ -373,11 +373,11 @@ class PosSamModel(PosSamPreTrainedModel):
         """Class logits, IoU and CLIP region embeddings of one decoder prediction."""
         mask_features, masks = decoded.mask_features, decoded.masks_queries_logits[index]
         query_states = decoded.query_states[index]
-        pooled_mask_features = mask_pool(mask_features, pooling_weights(masks, mask_features.shape[-2:]))
+        pooled_mask_features = mask_pool(mask_features, pooling_weights(masks))
         with torch.no_grad():
             clip_size = clip_features.shape[-2:]
             clip_masks = low_resolution.mask_logits(decoded.mask_embeddings[index], clip_size)
-            clip_pooled = mask_pool(clip_features, pooling_weights(clip_masks, clip_size))
+            clip_pooled = mask_pool(clip_features, pooling_weights(clip_masks))
             clip_region_embeddings = self.clip.vision.embed_regions(clip_pooled)
         region_embeddings = self.ldp(clip_region_embeddings, pooled_mask_features, query_states)
         return {

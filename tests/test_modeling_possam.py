@@ -372,7 +372,7 @@ def test_pooling_uses_the_binary_mask_or_the_logit_softmax_when_it_is_empty():
     logits = torch.full((1, 2, 4, 4), -3.0)
     logits[0, 0, :2, :2] = 2.0  # foreground in the top-left quarter
     logits[0, 1, 3, 3] = -1.0  # never foreground: pools where it is least negative
-    weights = pooling_weights(logits, (4, 4))
+    weights = pooling_weights(logits)
     assert torch.equal(weights[0, 0], (logits[0, 0] > 0).float())
     torch.testing.assert_close(weights[0, 1].sum(), torch.tensor(1.0))
     assert weights[0, 1].argmax() == 15
