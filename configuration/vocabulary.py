@@ -11,8 +11,9 @@ Vocabulary files use FC-CLIP's `id:name1,name2` lines, optionally followed by `:
     184:tree,trees:stuff
 
 The line order defines the contiguous label ids 0..C-1; `id` is the dataset's own category id (kept so predictions
-can be written back in the dataset's id space). Three vocabularies ship with the package: `coco_panoptic` (133),
-`ade20k_150` (150) and `ade20k_847` (847).
+can be written back in the dataset's id space). Five vocabularies ship with the package: `coco_panoptic` (133),
+`ade20k_150` (150), `ade20k_847` (847), and the seen (12) / unseen (6) split of the synthetic open-vocabulary world,
+`synthetic_seen` and `synthetic_unseen` (`possam.training.open_vocabulary_world`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 
 
-SHIPPED_VOCABULARIES = ("coco_panoptic", "ade20k_150", "ade20k_847")
+SHIPPED_VOCABULARIES = ("coco_panoptic", "ade20k_150", "ade20k_847", "synthetic_seen", "synthetic_unseen")
 
 
 class VocabularyError(ValueError):
@@ -173,7 +174,7 @@ class Vocabulary:
 
 
 def load_vocabulary(name_or_path: str | os.PathLike) -> Vocabulary:
-    """Loads a shipped vocabulary by name (`coco_panoptic`, `ade20k_150`, `ade20k_847`) or a vocabulary file."""
+    """Loads a shipped vocabulary by name (`SHIPPED_VOCABULARIES`) or a vocabulary file."""
     if str(name_or_path) in SHIPPED_VOCABULARIES:
         text = resources.files(__package__).joinpath("vocabularies", f"{name_or_path}.txt").read_text("utf-8")
         return Vocabulary.from_text(text, source=str(name_or_path))

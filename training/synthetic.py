@@ -5,6 +5,14 @@ circles, boxes = squares, kites = triangles, ...), each class with its own colou
 can learn the task in a few hundred CPU steps. Some scenes hold a crowd region (a cluster of small same-class shapes
 labelled as one `iscrowd=1` segment) and some a void patch (clutter labelled 0, i.e. unlabeled).
 
+The catalogue also holds the larger world of the open-vocabulary experiment (`possam.training.open_vocabulary_world`):
+there a class is a combination of shape, colour family and surface pattern that it shares with other classes (a
+circle may be a red ball, an orange with dots or a gold coin with a rim), instances jitter their colour within the
+family (`color_jitter`), each scene shows a few of the stuff classes (`stuff_per_scene`), and some classes can be drawn
+but left unlabeled (`unlabeled_classes`: their pixels are void, their category absent), as zero-shot transfer does
+with classes outside the training vocabulary. Pattern and texture sizes scale with the image, so a 384-pixel scene
+resized to 128 pixels looks like a 128-pixel one.
+
 Layout written under `output_dir`:
 
     images/<name>.png      RGB image
@@ -38,13 +46,15 @@ class SyntheticClass:
         isthing: whether instances are separate segments (thing) or one region per class (stuff).
         color: base RGB colour; pixels get this colour plus texture and noise.
         shape: for things, the drawn shape ("circle", "square", "triangle", "diamond"); for stuff, the texture
-            ("gradient", "stripes", "speckle", "waves").
+            ("gradient", "stripes", "speckle", "waves", "bricks").
+        pattern: for things, the surface pattern ("plain", "stripes", "dots", "rim"); unused for stuff.
     """
 
     names: tuple[str, ...]
     isthing: bool
     color: tuple[int, int, int]
     shape: str
+    pattern: str = "plain"
 
     @property
     def name(self) -> str:
@@ -62,12 +72,24 @@ SYNTHETIC_CLASSES: dict[str, SyntheticClass] = {
         SyntheticClass(("grass", "lawn"), False, (60, 140, 45), "stripes"),
         SyntheticClass(("sand",), False, (205, 180, 120), "speckle"),
         SyntheticClass(("water", "sea"), False, (30, 70, 150), "waves"),
+        # The rest of the open-vocabulary world: every shape, colour family and pattern is shared by several classes.
+        SyntheticClass(("orange", "tangerine"), True, (250, 135, 25), "circle", "dots"),
+        SyntheticClass(("coin",), True, (215, 175, 70), "circle", "rim"),
+        SyntheticClass(("book", "notebook"), True, (45, 75, 200), "square", "stripes"),
+        SyntheticClass(("window", "pane"), True, (120, 215, 235), "square", "rim"),
+        SyntheticClass(("tent",), True, (60, 170, 80), "triangle", "stripes"),
+        SyntheticClass(("sail",), True, (235, 235, 225), "triangle", "plain"),
+        SyntheticClass(("pizza", "slice"), True, (225, 160, 70), "triangle", "dots"),
+        SyntheticClass(("badge", "emblem"), True, (70, 100, 220), "diamond", "rim"),
+        SyntheticClass(("snow",), False, (235, 240, 245), "speckle"),
+        SyntheticClass(("wall", "brick wall"), False, (165, 75, 60), "bricks"),
     )
 }
 DEFAULT_CLASS_NAMES = ("ball", "box", "kite", "sky", "grass")
 
 _MIN_INSTANCE_RADIUS, _MAX_INSTANCE_RADIUS = 0.08, 0.18  # fractions of the image size
 _NOISE_STD = 12.0
+_REFERENCE_SIZE = 128  # texture and pattern periods are in pixels of a 128-pixel image, scaled with the image
 
 
 @dataclass(frozen=True)
@@ -99,13 +121,25 @@ def synthetic_classes(class_names: tuple[str, ...] | list[str] | None = None) ->
     return things + stuff
 
 
-def synthetic_vocabulary(class_names: tuple[str, ...] | list[str] | None = None) -> Vocabulary:
-    """The vocabulary of a synthetic dataset (same classes, order and dataset ids as its `panoptic.json`)."""
+def synthetic_vocabulary(
+    class_names: tuple[str, ...] | list[str] | None = None, unlabeled_classes: tuple[str, ...] | list[str] = ()
+) -> Vocabulary:
+    """The vocabulary of a synthetic dataset (same classes, order and dataset ids as its `panoptic.json`).
+
+    Dataset ids number all drawn classes 1..C (things first); `unlabeled_classes` are left out of the vocabulary but
+    keep their ids, so that a dataset labelling only some classes shares ids with one labelling all of them.
+    """
     classes = synthetic_classes(class_names)
+    unknown = sorted(set(unlabeled_classes) - {cls.name for cls in classes})
+    if unknown:
+        raise ValueError(f"unlabeled_classes {unknown} are not among the drawn classes {[cls.name for cls in classes]}.")
+    labeled = [(index + 1, cls) for index, cls in enumerate(classes) if cls.name not in unlabeled_classes]
+    if not labeled:
+        raise ValueError("unlabeled_classes leaves no labeled class.")
     return Vocabulary(
-        class_names=[list(cls.names) for cls in classes],
-        is_thing=[cls.isthing for cls in classes],
-        dataset_ids=list(range(1, len(classes) + 1)),
+        class_names=[list(cls.names) for _, cls in labeled],
+        is_thing=[cls.isthing for _, cls in labeled],
+        dataset_ids=[dataset_id for dataset_id, _ in labeled],
     )
 
 
@@ -127,17 +161,47 @@ def _shape_mask(shape: str, yy: np.ndarray, xx: np.ndarray, cy: float, cx: float
     raise ValueError(f"Unknown thing shape {shape!r}.")
 
 
+def _thing_pattern(
+    pattern: str, rows: np.ndarray, cols: np.ndarray, cy: float, cx: float, radius: float, size: int
+) -> np.ndarray:
+    """A brightness offset per pixel of a thing (`rows`, `cols` index its mask): its surface pattern."""
+    scale = size / _REFERENCE_SIZE
+    if pattern == "plain":
+        return np.zeros(rows.shape)
+    if pattern == "stripes":
+        return 45.0 * (np.sin(2 * np.pi * (rows + cols) / (7.0 * scale)) > 0) - 22.5
+    if pattern == "dots":
+        period = 6.0 * scale
+        dy, dx = (rows % period) - period / 2, (cols % period) - period / 2
+        return -60.0 * (dy**2 + dx**2 <= (0.3 * period) ** 2)
+    if pattern == "rim":
+        # A dark frame: the outer third of the shape's extent.
+        distance = np.maximum(np.abs(rows - cy), np.abs(cols - cx)) / radius
+        return -70.0 * (distance >= 0.55)
+    raise ValueError(f"Unknown thing pattern {pattern!r}.")
+
+
 def _stuff_texture(texture: str, yy: np.ndarray, xx: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
     """A brightness offset map (H, W) that gives each stuff class a recognisable, non-flat texture."""
     phase = rng.uniform(0, 2 * np.pi)
+    scale = size / _REFERENCE_SIZE
     if texture == "gradient":
         return 40.0 * (yy / size - 0.5)
     if texture == "stripes":
-        return 18.0 * np.sin(2 * np.pi * xx / 6.0 + phase)
+        return 18.0 * np.sin(2 * np.pi * xx / (6.0 * scale) + phase)
     if texture == "speckle":
-        return 25.0 * (rng.random(yy.shape) > 0.85)
+        # Speckles a few pixels wide at any size: drawn on the 128-pixel grid, then enlarged.
+        coarse = rng.random((int(np.ceil(size / scale)),) * 2) > 0.85
+        index = np.minimum((np.arange(size) / scale).astype(int), coarse.shape[0] - 1)
+        return 25.0 * coarse[np.ix_(index, index)]
     if texture == "waves":
-        return 18.0 * np.sin(2 * np.pi * (yy + 3 * np.sin(2 * np.pi * xx / 24.0)) / 8.0 + phase)
+        return 18.0 * np.sin(2 * np.pi * (yy + 3 * scale * np.sin(2 * np.pi * xx / (24.0 * scale))) / (8.0 * scale) + phase)
+    if texture == "bricks":
+        height = 8.0 * scale
+        course = np.floor(yy / height)
+        offset = (course % 2) * 8.0 * scale
+        mortar = ((yy % height) < 1.5 * scale) | (((xx + offset) % (16.0 * scale)) < 1.5 * scale)
+        return 40.0 * mortar
     raise ValueError(f"Unknown stuff texture {texture!r}.")
 
 
@@ -151,18 +215,31 @@ def _unique_segment_ids(rng: np.random.Generator, count: int) -> list[int]:
     return ids
 
 
-def _render_scene(
+def render_scene(
     classes: list[SyntheticClass],
     size: int,
     rng: np.random.Generator,
     max_instances: int,
     crowd_probability: float,
     void_probability: float,
+    stuff_per_scene: int | None = None,
+    color_jitter: float = 0.0,
+    unlabeled: frozenset[str] = frozenset(),
 ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
-    """Draws one scene. Returns the RGB image (H, W, 3) uint8, the segment-id map (H, W) int64, segments_info."""
+    """Draws one scene. Returns the RGB image (H, W, 3) uint8, the segment-id map (H, W) int64, segments_info.
+
+    Segments of classes named in `unlabeled` are drawn but left void (id 0, not in segments_info).
+    """
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
     things = [(index + 1, cls) for index, cls in enumerate(classes) if cls.isthing]
     stuff = [(index + 1, cls) for index, cls in enumerate(classes) if not cls.isthing]
+    if stuff_per_scene is not None and stuff_per_scene < len(stuff):
+        chosen = np.sort(rng.choice(len(stuff), size=stuff_per_scene, replace=False))
+        stuff = [stuff[index] for index in chosen]
+
+    def colour(cls: SyntheticClass) -> np.ndarray:
+        jitter = rng.uniform(-color_jitter, color_jitter, size=3) if color_jitter else 0.0
+        return np.asarray(cls.color, dtype=np.float64) + jitter
 
     # Per pixel, the index of its segment in `segments` (-1 = void); ids are drawn once all segments are known.
     segment_key = np.full((size, size), -1, dtype=np.int64)
@@ -182,7 +259,7 @@ def _render_scene(
         segment_key[mask] = len(segments)
         segments.append((category_id, cls, 0))
         texture = _stuff_texture(cls.shape, yy, xx, size, rng)
-        image[mask] = np.asarray(cls.color, dtype=np.float64) + texture[mask, None]
+        image[mask] = colour(cls) + texture[mask, None]
 
     occupied = np.zeros((size, size), dtype=bool)
 
@@ -215,7 +292,7 @@ def _render_scene(
         if crowd.sum() >= 9:
             segment_key[crowd] = len(segments)
             segments.append((category_id, cls, 1))
-            image[crowd] = np.asarray(cls.color, dtype=np.float64)
+            image[crowd] = colour(cls)
             occupied |= crowd
 
     for _ in range(int(rng.integers(1, max_instances + 1))):
@@ -226,10 +303,12 @@ def _render_scene(
             continue
         segment_key[mask] = len(segments)
         segments.append((category_id, cls, 0))
-        # A soft radial shading keeps things from being flat colour blobs.
+        # A soft radial shading keeps things from being flat colour blobs; the pattern is drawn on top.
         rows, cols = np.nonzero(mask)
-        shade = 25.0 * (1.0 - np.hypot(rows - rows.mean(), cols - cols.mean()) / radius)
-        image[mask] = np.asarray(cls.color, dtype=np.float64) + shade[:, None]
+        cy, cx = rows.mean(), cols.mean()
+        shade = 25.0 * (1.0 - np.hypot(rows - cy, cols - cx) / radius)
+        shade = shade + _thing_pattern(cls.pattern, rows, cols, cy, cx, radius, size)
+        image[mask] = colour(cls) + shade[:, None]
         occupied |= mask
 
     image += rng.normal(0.0, _NOISE_STD, size=image.shape)
@@ -238,9 +317,9 @@ def _render_scene(
     ids = _unique_segment_ids(rng, len(segments))
     segment_ids = np.zeros((size, size), dtype=np.int64)
     segments_info = []
-    for key, (category_id, _, iscrowd) in enumerate(segments):
+    for key, (category_id, cls, iscrowd) in enumerate(segments):
         mask = segment_key == key
-        if not mask.any():  # a stuff band fully hidden by things or void
+        if not mask.any() or cls.name in unlabeled:  # a stuff band fully hidden by things or void; unlabeled
             continue
         segment_ids[mask] = ids[key]
         area, bbox = segment_area_and_bbox(mask)
@@ -259,6 +338,9 @@ def generate_synthetic_coco_panoptic(
     max_instances: int = 4,
     crowd_probability: float = 0.25,
     void_probability: float = 0.25,
+    stuff_per_scene: int | None = None,
+    color_jitter: float = 0.0,
+    unlabeled_classes: tuple[str, ...] | list[str] = (),
 ) -> SyntheticPanopticDataset:
     """Writes a synthetic COCO panoptic dataset (images, panoptic PNGs, panoptic.json, vocabulary.txt).
 
@@ -272,6 +354,10 @@ def generate_synthetic_coco_panoptic(
         max_instances: each scene draws 1..max_instances thing instances (fewer if they do not fit).
         crowd_probability: chance that a scene has a crowd (iscrowd=1) region.
         void_probability: chance that a scene has an unlabeled (id 0) patch.
+        stuff_per_scene: how many of the stuff classes each scene shows as bands (default: all of them).
+        color_jitter: each segment's colour moves by up to this much per channel from its class colour.
+        unlabeled_classes: classes drawn in the scenes but labelled void (pixels 0, no category): the classes a
+            zero-shot model must not learn from.
 
     Returns:
         `SyntheticPanopticDataset` with the paths and the vocabulary (category order = contiguous label ids).
@@ -286,7 +372,9 @@ def generate_synthetic_coco_panoptic(
         if not 0.0 <= probability <= 1.0:
             raise ValueError(f"{name} must lie in [0, 1], got {probability}.")
     classes = synthetic_classes(class_names)
-    vocabulary = synthetic_vocabulary([cls.name for cls in classes])
+    if stuff_per_scene is not None and stuff_per_scene < 1:
+        raise ValueError(f"stuff_per_scene must be >= 1, got {stuff_per_scene}.")
+    vocabulary = synthetic_vocabulary([cls.name for cls in classes], unlabeled_classes)
 
     root = os.fspath(output_dir)
     image_dir, panoptic_dir = os.path.join(root, "images"), os.path.join(root, "panoptic")
@@ -296,8 +384,9 @@ def generate_synthetic_coco_panoptic(
     images, annotations = [], []
     for index in range(num_images):
         rng = np.random.default_rng([seed, index])
-        image, segment_ids, segments_info = _render_scene(
-            classes, image_size, rng, max_instances, crowd_probability, void_probability
+        image, segment_ids, segments_info = render_scene(
+            classes, image_size, rng, max_instances, crowd_probability, void_probability,
+            stuff_per_scene, color_jitter, frozenset(unlabeled_classes),
         )
         name = f"synthetic_{index:06d}"
         Image.fromarray(image).save(os.path.join(image_dir, f"{name}.png"))
@@ -307,7 +396,8 @@ def generate_synthetic_coco_panoptic(
 
     categories = [
         {"id": dataset_id, "name": cls.name, "isthing": int(cls.isthing), "color": list(cls.color)}
-        for dataset_id, cls in zip(vocabulary.dataset_ids, classes)
+        for dataset_id, cls in enumerate(classes, start=1)
+        if cls.name not in unlabeled_classes
     ]
     info = {"description": f"PosSAM synthetic panoptic dataset (seed {seed})", "version": "1.0"}
     json_path = os.path.join(root, "panoptic.json")
