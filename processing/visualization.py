@@ -46,6 +46,28 @@ def _font(image_size: tuple[int, int]) -> PIL.ImageFont.ImageFont:
         return PIL.ImageFont.load_default()
 
 
+def _free_label_position(
+    x: int, y: int, box_width: int, box_height: int, width: int, height: int, placed: list[tuple[int, int, int, int]]
+) -> tuple[int, int]:
+    """Top-left corner of a label box centred on (x, y), kept inside the image and moved off the boxes already
+    placed: the nearest free slot a whole box height or width away (the centred one when nothing is free)."""
+
+    def clamp(x0: int, y0: int) -> tuple[int, int]:
+        return min(max(0, x0), max(0, width - box_width)), min(max(0, y0), max(0, height - box_height))
+
+    def free(x0: int, y0: int) -> bool:
+        return all(x0 >= b[2] or b[0] >= x0 + box_width or y0 >= b[3] or b[1] >= y0 + box_height for b in placed)
+
+    centred = clamp(x - box_width // 2, y - box_height // 2)
+    candidates = [centred] + [
+        clamp(centred[0] + dx * box_width, centred[1] + dy * box_height)
+        for distance in range(1, 6)
+        for dy, dx in ((distance, 0), (-distance, 0), (0, distance), (0, -distance), (distance, distance),
+                       (-distance, -distance), (distance, -distance), (-distance, distance))
+    ]
+    return next((candidate for candidate in candidates if free(*candidate)), centred)
+
+
 def draw_segmentation_overlay(
     image: PIL.Image.Image | np.ndarray,
     segmentation: np.ndarray,
@@ -65,7 +87,7 @@ def draw_segmentation_overlay(
     Returns:
         An RGB PIL image of the image's size. A segment's colour comes from its label (`label_color`) and is drawn
         opaque along the segment's edges; its label is written in a box of that colour at the segment pixel nearest
-        the segment's centroid.
+        the segment's centroid, or, when an earlier label's box is there, at the nearest free place around it.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}.")
@@ -95,6 +117,7 @@ def draw_segmentation_overlay(
     draw = PIL.ImageDraw.Draw(overlay)
     font = _font(overlay.size)
     width, height = overlay.size
+    placed: list[tuple[int, int, int, int]] = []  # label boxes drawn so far, (x0, y0, x1, y1) exclusive
     for position, segment in enumerate(segments_info, start=1):
         mask = index == position
         if not mask.any():
@@ -105,9 +128,8 @@ def draw_segmentation_overlay(
         x, y = label_anchor(mask)
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         box_width, box_height = right - left + 4, bottom - top + 4
-        # Centred on the anchor, then kept inside the image.
-        x0 = min(max(0, x - box_width // 2), max(0, width - box_width))
-        y0 = min(max(0, y - box_height // 2), max(0, height - box_height))
+        x0, y0 = _free_label_position(x, y, box_width, box_height, width, height, placed)
+        placed.append((x0, y0, x0 + box_width, y0 + box_height))
         color = label_color(str(segment["label"]))
         draw.rectangle((x0, y0, x0 + box_width - 1, y0 + box_height - 1), fill=color, outline=(0, 0, 0))
         draw.text((x0 + 2 - left, y0 + 2 - top), text, fill=_text_color(color), font=font)

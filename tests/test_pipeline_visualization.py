@@ -110,3 +110,18 @@ def test_overlay_rejects_mismatched_inputs():
         draw_segmentation_overlay(np.zeros((5, 5, 3), np.uint8), np.zeros((5, 5), np.int32), [], alpha=2)
     with pytest.raises(ValueError, match="image must be RGB"):
         draw_segmentation_overlay(np.zeros((5, 5), np.uint8), np.zeros((5, 5), np.int32), [])
+
+
+def test_labels_of_neighbouring_segments_do_not_cover_each_other():
+    from possam.processing.visualization import _free_label_position
+
+    # Five thin stacked segments: their anchors are 4 px apart, much closer than a label box is tall.
+    placed = []
+    for row in range(5):
+        x0, y0 = _free_label_position(80, 50 + 4 * row, 60, 16, 384, 384, placed)
+        assert 0 <= x0 <= 384 - 60 and 0 <= y0 <= 384 - 16
+        for other in placed:
+            assert x0 >= other[2] or other[0] >= x0 + 60 or y0 >= other[3] or other[1] >= y0 + 16, (row, placed)
+        placed.append((x0, y0, x0 + 60, y0 + 16))
+    # A lone label stays centred on its anchor.
+    assert _free_label_position(200, 200, 60, 16, 384, 384, []) == (170, 192)

@@ -87,29 +87,53 @@ class ClipPretrainingArguments:
 
 @dataclass
 class WorldScene:
-    """A rendered scene: CLIP-normalized pixels `(3, S, S)`, and per segment its class index and mask `(S, S)`."""
+    """A rendered scene, CLIP-normalized, with what its pairs need, computed once.
+
+    Attributes:
+        pixels: `(3, S, S)` the scene.
+        classes: per segment, its class index in the world's vocabulary.
+        masks: `(K, S, S)` bool segment masks.
+        region_weights: `(K, h, w)` pooling weights at the dense map's resolution (see `_region_weights`).
+        crops: `(K, 3, CROP_SIZE, CROP_SIZE)` one crop per segment (see `_box_crop`).
+    """
 
     pixels: torch.Tensor
     classes: list[int]
     masks: torch.Tensor
+    region_weights: torch.Tensor
+    crops: torch.Tensor
+
+
+def dense_map_size(config: PosSamClipConfig, image_size: int) -> int:
+    """Side of the ConvNeXt dense map for a square input: stride 4 (stem) x 2 per later stage."""
+    return image_size // (4 * 2 ** (len(config.vision_config.hidden_sizes) - 1))
 
 
 def render_world_scenes(num_scenes: int, seed: int, config: PosSamClipConfig) -> list[WorldScene]:
     """Scenes of the open-vocabulary world with every class labelled (the "web" sees all of them)."""
     classes = synthetic_classes(WORLD_CLASSES)
-    options = {**WORLD_SCENE_OPTIONS, "crowd_probability": 0.0}
+    options = WORLD_SCENE_OPTIONS
     mean = torch.tensor(config.image_mean).view(3, 1, 1)
     std = torch.tensor(config.image_std).view(3, 1, 1)
+    side = dense_map_size(config, SCENE_SIZE)
     scenes = []
     for index in range(num_scenes):
         rng = np.random.default_rng([seed, index])
         image, segment_ids, segments_info = render_scene(
-            classes, SCENE_SIZE, rng, options["max_instances"], options["crowd_probability"], 0.25,
-            options["stuff_per_scene"], options["color_jitter"],
+            classes, SCENE_SIZE, rng, options["max_instances"], 0.0, 0.25, options["stuff_per_scene"],
+            options["color_jitter"],
         )
         pixels = (torch.from_numpy(image).permute(2, 0, 1).float() - mean) / std
         masks = torch.from_numpy(np.stack([segment_ids == segment["id"] for segment in segments_info]))
-        scenes.append(WorldScene(pixels, [segment["category_id"] - 1 for segment in segments_info], masks))
+        scenes.append(
+            WorldScene(
+                pixels=pixels,
+                classes=[segment["category_id"] - 1 for segment in segments_info],
+                masks=masks,
+                region_weights=_region_weights(masks, (side, side))[0],
+                crops=torch.stack([_box_crop(pixels, mask, rng) for mask in masks]),
+            )
+        )
     return scenes
 
 
@@ -179,25 +203,32 @@ class ToyClipPretrainer:
 
     def batch_embeddings(self, scenes: list[WorldScene]) -> tuple[torch.Tensor, list[str]]:
         """Image embeddings `(N, D)` of a batch's scene, crop and region pairs, and their N captions."""
-        flip = [bool(self.rng.integers(2)) for _ in scenes]
-        pixels = torch.stack([s.pixels.flip(-1) if f else s.pixels for s, f in zip(scenes, flip)])
-        masks = [s.masks.flip(-1) if f else s.masks for s, f in zip(scenes, flip)]
+        flips = [bool(self.rng.integers(2)) for _ in scenes]
+        flip = lambda tensor, flipped: tensor.flip(-1) if flipped else tensor
+        pixels = torch.stack([flip(scene.pixels, flipped) for scene, flipped in zip(scenes, flips)])
+        # Region weights padded to the batch's largest segment count; padded rows pool nothing and are dropped.
+        most = max(len(scene.classes) for scene in scenes)
+        weights = pixels.new_zeros(len(scenes), most, *scenes[0].region_weights.shape[-2:])
+        picks = [int(self.rng.integers(len(scene.classes))) for scene in scenes]
+        for index, (scene, flipped) in enumerate(zip(scenes, flips)):
+            weights[index, : len(scene.classes)] = flip(scene.region_weights, flipped)
+        crops = torch.stack([flip(scene.crops[pick], flipped) for scene, pick, flipped in zip(scenes, picks, flips)])
+
         dense = self.clip.vision.dense_features(pixels)
-        embeddings = [self.clip.vision.embed_regions(dense.mean(dim=(-2, -1)))]
-        captions = [
-            scene_caption(self.vocabulary.class_names, self.vocabulary.is_thing, s.classes, self.rng) for s in scenes
-        ]
-        crops, crop_captions = [], []
-        for index, scene in enumerate(scenes):
-            weights = _region_weights(masks[index], dense.shape[-2:])
-            embeddings.append(self.clip.vision.embed_regions(mask_pool(dense[index : index + 1], weights))[0])
-            captions += [self.caption(c) for c in scene.classes]
-            pick = int(self.rng.integers(len(scene.classes)))
-            crops.append(_box_crop(pixels[index], masks[index][pick], self.rng))
-            crop_captions.append(self.caption(scene.classes[pick]))
-        crop_dense = self.clip.vision.dense_features(torch.stack(crops))
-        embeddings.append(self.clip.vision.embed_regions(crop_dense.mean(dim=(-2, -1))))
-        return torch.cat(embeddings), captions + crop_captions
+        regions = self.clip.vision.embed_regions(mask_pool(dense, weights))
+        valid = torch.tensor([[k < len(scene.classes) for k in range(most)] for scene in scenes])
+        crop_dense = self.clip.vision.dense_features(crops)
+        embeddings = torch.cat(
+            [
+                self.clip.vision.embed_regions(dense.mean(dim=(-2, -1))),
+                regions[valid],
+                self.clip.vision.embed_regions(crop_dense.mean(dim=(-2, -1))),
+            ]
+        )
+        captions = [scene_caption(self.vocabulary.class_names, self.vocabulary.is_thing, s.classes, self.rng) for s in scenes]
+        captions += [self.caption(label) for scene in scenes for label in scene.classes]
+        captions += [self.caption(scene.classes[pick]) for scene, pick in zip(scenes, picks)]
+        return embeddings, captions
 
     def step(self, scenes: list[WorldScene]) -> float:
         images, captions = self.batch_embeddings(scenes)
@@ -210,7 +241,7 @@ class ToyClipPretrainer:
         loss.backward()
         self.optimizer.step()
         self.scheduler.step()
-        return float(loss)
+        return float(loss.detach())
 
 
 @torch.no_grad()
@@ -225,19 +256,22 @@ def zero_shot_accuracy(clip: PosSamClip, vocabulary: Vocabulary, scenes: list[Wo
         clip.encode_text(tokens["input_ids"], tokens["attention_mask"]), tokens["prompt_to_synonym"],
         tokens["synonym_to_class"],
     )
-    rng = np.random.default_rng(0)
     unseen = {WORLD_CLASSES.index(name) for name in UNSEEN_CLASSES}
     correct = {key: [] for key in ("crop_seen", "crop_unseen", "region_seen", "region_unseen")}
-    scale = torch.tensor(1.0)
-    for scene in scenes:
-        crops = torch.stack([_box_crop(scene.pixels, mask, rng) for mask in scene.masks])
-        crop_embeddings = clip.vision.embed_regions(clip.vision.dense_features(crops).mean(dim=(-2, -1)))
-        dense = clip.vision.dense_features(scene.pixels.unsqueeze(0))
-        regions = clip.vision.embed_regions(mask_pool(dense, _region_weights(scene.masks, dense.shape[-2:])))[0]
-        for kind, embeddings in (("crop", crop_embeddings), ("region", regions)):
-            predicted = classify_regions(embeddings.unsqueeze(0), text, scale)[0].argmax(-1)
-            for label, guess in zip(scene.classes, predicted.tolist()):
-                correct[f"{kind}_{'unseen' if label in unseen else 'seen'}"].append(guess == label)
+    crops = torch.cat([scene.crops for scene in scenes])
+    crop_embeddings = clip.vision.embed_regions(clip.vision.dense_features(crops).mean(dim=(-2, -1)))
+    dense = clip.vision.dense_features(torch.stack([scene.pixels for scene in scenes]))
+    region_embeddings = torch.cat(
+        [
+            clip.vision.embed_regions(mask_pool(dense[index : index + 1], scene.region_weights.unsqueeze(0)))[0]
+            for index, scene in enumerate(scenes)
+        ]
+    )
+    labels = [label for scene in scenes for label in scene.classes]
+    for kind, embeddings in (("crop", crop_embeddings), ("region", region_embeddings)):
+        predicted = classify_regions(embeddings.unsqueeze(0), text, torch.tensor(1.0))[0].argmax(-1)
+        for label, guess in zip(labels, predicted.tolist()):
+            correct[f"{kind}_{'unseen' if label in unseen else 'seen'}"].append(guess == label)
     return {f"{key}_accuracy": round(100.0 * float(np.mean(values)), 1) for key, values in correct.items() if values}
 
 

@@ -1,16 +1,19 @@
-"""`possam demo`: the whole PosSAM workflow on an embedded, generated dataset, with no download.
+"""`possam demo`: open-vocabulary panoptic segmentation end to end on a generated world, with no download.
 
     possam demo --output_dir possam-demo
 
-1. writes a synthetic COCO-panoptic dataset (things: balls, boxes, kites; stuff: sky, grass) as real PNG + JSON files;
-2. builds the tiny PosSAM (random SAM and CLIP towers) and measures its panoptic quality on held-out images;
-3. trains it with `PosSamTrainer` (large-scale jitter, deep supervision, MASE at evaluation) and measures again;
-4. saves the trained model with its processor, and segments held-out scenes through the `open-vocab-panoptic`
-   pipeline with a vocabulary you can change (`--labels`), writing color overlays and panoptic PNGs.
+1. writes the synthetic open-vocabulary world (`possam.training.open_vocabulary_world`, 12 thing + 6 stuff classes)
+   as COCO-panoptic PNG + JSON: training scenes labelled with the 12 *seen* classes only (the 6 *unseen* ones are
+   drawn but void), evaluation scenes labelled with all 18, and 384-pixel scenes to segment;
+2. pretrains the toy CLIP on image-caption pairs of all 18 classes (`possam pretrain-clip`; re-used from
+   `output_dir/clip` when it was pretrained with the same settings) and saves a random tiny SAM;
+3. builds PosSAM on these towers and measures PQ on seen and unseen classes;
+4. trains it on the seen labels with the towers frozen, through `possam train`'s code path, and measures again;
+5. segments the held-out scenes with the full vocabulary through the `open-vocab-panoptic` pipeline (`--labels`
+   changes it), writing overlays, COCO panoptic PNGs and JSON.
 
-The tiny model's SAM and CLIP are random: it learns this synthetic world only, and class names outside its training
-vocabulary mean nothing to it. Real images need pretrained SAM + CLIP backbones (`possam convert build`) and a
-PosSAM trained on real data (`possam train`).
+Everything here is synthetic: the CLIP knows only this world and the SAM is random. Real images need pretrained SAM
++ CLIP backbones (`possam convert build`) and a PosSAM trained on real data (`possam train`).
 """
 
 from __future__ import annotations
@@ -23,21 +26,25 @@ import time
 
 
 DISCLAIMER = (
-    "This demo's PosSAM has random SAM and CLIP towers and learned only the synthetic scenes above. Real images need "
-    "pretrained SAM + CLIP backbones (possam convert build) and a PosSAM trained on real data (possam train)."
+    "This demo's CLIP was pretrained on the synthetic world only and its SAM is random: it segments these scenes, "
+    "not photos. Real images need pretrained SAM + CLIP backbones (possam convert build) and a PosSAM trained on "
+    "real data (possam train)."
 )
+SCENE_SIZE = 384
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output_dir", default="possam-demo", help="where data, model and predictions go")
-    parser.add_argument("--steps", type=int, default=1500, help="training steps (batch 4)")
-    parser.add_argument("--num_train_images", type=int, default=64)
-    parser.add_argument("--num_eval_images", type=int, default=16)
+    parser.add_argument("--output_dir", default="possam-demo", help="where data, CLIP, model and predictions go")
+    parser.add_argument("--steps", type=int, default=1500, help="PosSAM training steps (batch 4)")
+    parser.add_argument("--clip_steps", type=int, default=600, help="toy CLIP pretraining steps (0: random CLIP)")
+    parser.add_argument("--num_train_images", type=int, default=96)
+    parser.add_argument("--num_eval_images", type=int, default=32)
     parser.add_argument("--labels", default=None,
                         help="vocabulary for the held-out scenes, comma-separated classes, '|' between synonyms "
-                             "(default: the training classes)")
-    parser.add_argument("--stuff", default=None, help="comma-separated stuff labels among --labels (default: sky,grass)")
+                             "(default: all 18 classes of the world, seen and unseen)")
+    parser.add_argument("--stuff", default=None, help="comma-separated stuff labels among --labels "
+                                                      "(default: the world's stuff classes)")
     parser.add_argument("--seed", type=int, default=0)
     return parser
 
@@ -48,78 +55,68 @@ def main(argv: list[str], prog: str = "possam demo") -> int:
 
     from transformers import set_seed
 
-    from .. import PosSamModel, possam_preset
-    from ..processing import PosSamProcessor, embed_default_vocabulary
-    from .collator import PosSamDataCollator
-    from .coco_panoptic import load_coco_panoptic
-    from .dataset import PanopticEvaluationDataset, PanopticTrainingDataset
-    from .evaluation import evaluate_panoptic
-    from .synthetic import generate_synthetic_coco_panoptic
-    from .trainer import PosSamTrainer, PosSamTrainingArguments
+    from ..processing import PosSamProcessor
     from ..processing.predict_cli import main as predict
+    from .arguments import ModelArguments
+    from .open_vocabulary_experiment import (
+        evaluate_seen_unseen, model_arguments, prepare_toy_clip, save_random_sam, train_on_seen_classes,
+    )
+    from .open_vocabulary_world import SEEN_CLASSES, generate_world_split
+    from .run import build_model
 
     data_dir = os.path.join(args.output_dir, "data")
-    print(f"[1/4] Writing the synthetic dataset to {data_dir}")
-    splits = {
-        "train": generate_synthetic_coco_panoptic(os.path.join(data_dir, "train"), args.num_train_images, seed=args.seed),
-        "val": generate_synthetic_coco_panoptic(os.path.join(data_dir, "val"), args.num_eval_images, seed=args.seed + 10_000),
-        "scenes": generate_synthetic_coco_panoptic(os.path.join(data_dir, "scenes"), 4, seed=args.seed + 20_000),
-    }
-    train, vocabulary = load_coco_panoptic(splits["train"].json_path, splits["train"].image_dir, synonyms_from=splits["train"].vocabulary_path)
-    val, val_vocabulary = load_coco_panoptic(splits["val"].json_path, splits["val"].image_dir, synonyms_from=splits["val"].vocabulary_path)
+    print(f"[1/5] Writing the open-vocabulary world to {data_dir} (training labels: seen classes only)")
+    train_split = generate_world_split(os.path.join(data_dir, "train"), args.num_train_images, "seen", seed=args.seed)
+    val_split = generate_world_split(os.path.join(data_dir, "val"), args.num_eval_images, "all", seed=args.seed + 10_000)
+    scenes = generate_world_split(os.path.join(data_dir, "scenes"), 4, "all", image_size=SCENE_SIZE, seed=args.seed + 20_000)
 
+    clip_dir, sam_dir = os.path.join(args.output_dir, "clip"), os.path.join(args.output_dir, "sam")
+    print(f"[2/5] Toy CLIP ({args.clip_steps} contrastive steps on crops, regions and scenes of all classes) -> {clip_dir}")
+    clip_started = time.time()
+    clip_record, reused = prepare_toy_clip(clip_dir, args.clip_steps, args.seed)
+    clip_seconds = round(time.time() - clip_started, 1)
+    print(f"      {'re-used' if reused else f'pretrained in {clip_seconds} s'}; zero-shot crop accuracy "
+          f"seen {clip_record['crop_seen_accuracy']}%, unseen {clip_record['crop_unseen_accuracy']}% "
+          f"(chance {clip_record['chance_accuracy']}%)")
+    save_random_sam(sam_dir, args.seed)
+
+    model_args = model_arguments(sam_dir, clip_dir)
     set_seed(args.seed)
-    model = PosSamModel(possam_preset("tiny"))
-    processor = PosSamProcessor.for_model_config(model.config)
-    eval_dataset = PanopticEvaluationDataset(val, processor.image_processor)
-    eval_collator = PosSamDataCollator(processor.encode_vocabulary(val_vocabulary))
-
-    def panoptic_quality() -> dict[str, float]:
-        metrics = evaluate_panoptic(model, eval_dataset, eval_collator, processor.image_processor, val_vocabulary, batch_size=4)
-        return {name: round(metrics[f"eval_{name}"], 1) for name in ("PQ", "PQ_th", "PQ_st", "mIoU")}
-
-    print(f"[2/4] Panoptic quality of the untrained tiny PosSAM on {len(val)} held-out images")
-    before = panoptic_quality()
+    untrained = build_model(model_args)
+    processor = PosSamProcessor.for_model_config(untrained.config)
+    print(f"[3/5] PQ of the untrained PosSAM on {args.num_eval_images} held-out scenes (all 18 classes)")
+    before = evaluate_seen_unseen(untrained, processor, val_split, SEEN_CLASSES)
     print(f"      {before}")
 
-    print(f"[3/4] Training for {args.steps} steps with PosSamTrainer")
-    training_args = PosSamTrainingArguments(
-        output_dir=os.path.join(args.output_dir, "checkpoints"), max_steps=args.steps, per_device_train_batch_size=4,
-        learning_rate=1e-3, warmup_steps=20, logging_steps=max(1, args.steps // 10), save_strategy="no",
-        report_to="none", seed=args.seed, use_cpu=True,
-    )
-    trainer = PosSamTrainer(
-        model=model,
-        args=training_args,
-        # The scenes are only 128 px: a narrower jitter than the recipe's 0.1-2.0 keeps small objects visible.
-        train_dataset=PanopticTrainingDataset(train, processor.image_processor, seed=args.seed, min_scale=0.5, max_scale=1.5),
-        data_collator=PosSamDataCollator(processor.encode_vocabulary(vocabulary)),
-        processing_class=processor,
-    )
-    trainer.train()
-    after = panoptic_quality()
+    model_dir = os.path.join(args.output_dir, "model")
+    print(f"[4/5] Training on the seen classes for {args.steps} steps (possam train, towers frozen) -> {model_dir}")
+    training_started = time.time()
+    train_on_seen_classes(model_args, train_split, model_dir, args.steps, args.seed)
+    training_seconds = round(time.time() - training_started, 1)
+    trained = build_model(ModelArguments(model_name_or_path=model_dir))
+    after = evaluate_seen_unseen(trained, processor, val_split, SEEN_CLASSES)
     print(f"      after training: {after}")
 
-    model_dir = os.path.join(args.output_dir, "model")
-    model.config.training_vocabulary = vocabulary.entries
-    embed_default_vocabulary(model, processor, vocabulary)
-    model.save_pretrained(model_dir)
-    processor.save_pretrained(model_dir)
-
     predictions_dir = os.path.join(args.output_dir, "predictions")
+    vocabulary = val_split.vocabulary
     labels = args.labels or ",".join(entry.replace(",", "|") for entry in vocabulary.entries)
-    stuff = args.stuff if args.stuff is not None else ("sky,grass" if args.labels is None else "")
-    print(f"[4/4] Segmenting {splits['scenes'].num_images} held-out scenes with labels {labels!r} -> {predictions_dir}")
-    images = sorted(os.path.join(splits["scenes"].image_dir, name) for name in os.listdir(splits["scenes"].image_dir))
+    default_stuff = ",".join(label for label, thing in zip(vocabulary.labels, vocabulary.is_thing) if not thing)
+    stuff = args.stuff if args.stuff is not None else (default_stuff if args.labels is None else "")
+    print(f"[5/5] Segmenting {scenes.num_images} held-out {SCENE_SIZE}-pixel scenes with labels {labels!r} -> {predictions_dir}")
+    images = sorted(os.path.join(scenes.image_dir, name) for name in os.listdir(scenes.image_dir))
     options = ["--stuff", stuff] if stuff else []
     status = predict([*images, "--model", model_dir, "--labels", labels, *options, "--out", predictions_dir])
     if status != 0:
         return status
 
     summary = {
-        "panoptic_quality_before": before,
-        "panoptic_quality_after": after,
+        "pq_seen": after["pq_seen"],
+        "pq_unseen": after["pq_unseen"],
+        "before_training": before,
+        "after_training": after,
+        "clip": {"folder": clip_dir, "reused": reused, "seconds": clip_seconds, **clip_record},
         "training_steps": args.steps,
+        "training_seconds": training_seconds,
         "seconds": round(time.time() - started, 1),
         "model": model_dir,
         "predictions": predictions_dir,
@@ -128,8 +125,8 @@ def main(argv: list[str], prog: str = "possam demo") -> int:
     with open(os.path.join(args.output_dir, "summary.json"), "w", encoding="utf-8") as handle:
         json.dump(summary, handle, indent=2)
     print()
-    print(f"PQ on held-out synthetic images: {before['PQ']} before training -> {after['PQ']} after "
-          f"(things {after['PQ_th']}, stuff {after['PQ_st']}, mIoU {after['mIoU']}).")
+    print(f"PQ on held-out scenes, seen classes: {before['pq_seen']} before training -> {after['pq_seen']} after; "
+          f"unseen classes (never labelled in training): {before['pq_unseen']} -> {after['pq_unseen']}.")
     print(f"Done in {summary['seconds']} s. Model: {model_dir}  Overlays: {predictions_dir}  Summary: "
           f"{os.path.join(args.output_dir, 'summary.json')}")
     print(DISCLAIMER)
