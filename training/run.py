@@ -8,6 +8,7 @@ import os
 import torch.distributed as dist
 
 from .. import PosSamModel, possam_preset
+from ..model_card import RESULTS_NAME, TRAINING_ARGS_NAME, tower_parameter_counts, write_model_card
 from ..processing import PosSamProcessor, embed_default_vocabulary
 from .arguments import DataArguments, ModelArguments
 from .coco_panoptic import load_coco_panoptic
@@ -101,11 +102,22 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: P
     # The fine-tuned model answers with its training classes when asked without a vocabulary.
     model.config.training_vocabulary = vocabulary.entries
     embed_default_vocabulary(model, processor, vocabulary)
-    trainer.save_model(training_args.output_dir)
+    output_dir = training_args.output_dir
     if trainer.is_world_process_zero():
-        processor.save_pretrained(training_args.output_dir)
+        # Written before the model so that its card (written by save_pretrained) describes the training.
+        os.makedirs(output_dir, exist_ok=True)
+        with open(os.path.join(output_dir, TRAINING_ARGS_NAME), "w", encoding="utf-8") as handle:
+            handle.write(training_args.to_json_string())
+    trainer.save_model(output_dir)
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(output_dir)
     if eval_dataset is not None:
-        metrics.update(trainer.evaluate())
+        eval_metrics = trainer.evaluate()
+        metrics.update(eval_metrics)
+        if trainer.is_world_process_zero():
+            with open(os.path.join(output_dir, RESULTS_NAME), "w", encoding="utf-8") as handle:
+                json.dump({**eval_metrics, "eval_dataset": os.path.basename(data_args.eval_annotations)}, handle, indent=2)
+            write_model_card(output_dir, model.config, tower_parameter_counts(model))
     return metrics
 
 
