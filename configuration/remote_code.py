@@ -51,7 +51,7 @@ IMAGE_PROCESSOR_AUTO_MAP = {"AutoImageProcessor": _reference("image_processing_p
 
 _HEADER = (
     '"""Hub remote code of a PosSAM folder, written by the `possam` package: it loads `{name}` from the installed\n'
-    "package (pip install possam). See possam/configuration/remote_code.py.\"\"\"\n\n"
+    "package (pip install possam). See possam.configuration.remote_code.\"\"\"\n\n"
 )
 
 # Set once transformers has loaded PosSAM through a folder's remote code in this process (see `note_remote_code_use`).

@@ -402,6 +402,9 @@ def main(argv: list[str], prog: str = "possam card") -> int:
                 handle.write(paper_card(preset))
             print(f"Wrote {path}")
         return 0
+    if args.eval_dataset and not args.results:
+        print(f"{prog}: error: --eval-dataset names the data of --results; give both", file=sys.stderr)
+        return 2
     if not args.folder:
         parser.print_usage(sys.stderr)
         print(f"{prog}: error: give a model folder or --paper-cards DIR", file=sys.stderr)

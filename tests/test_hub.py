@@ -142,12 +142,15 @@ inputs = processor(images=IMAGE, text=LABELS)
 with torch.inference_mode():
     probabilities = model(**inputs).class_probabilities
 segments = segmenter(IMAGE, candidate_labels=LABELS)
+# The Hub's "Use this model" snippet for an image-segmentation model with custom code.
+stock = pipeline("image-segmentation", model=FOLDER, trust_remote_code=True)(IMAGE, threshold=0.0)
 json.dump({{
     "refusal": refusal,
     "types": [type(x).__module__ + "." + type(x).__name__ for x in (config, model, universal, processor, image_processor, segmenter, again)],
     "task": segmenter.task,
     "probabilities": probabilities.tolist(),
     "segments": [[s["label"], s["score"], int(np.asarray(s["mask"]).sum())] for s in segments],
+    "stock_labels": sorted({{s["label"] for s in stock}}),
 }}, open(OUT, "w"))
 """
 
@@ -169,6 +172,7 @@ def test_fresh_process_loads_the_folder_through_its_remote_code(folder, image, t
         "possam.processing.pipeline_possam.OpenVocabPanopticPipeline",
     ]
     assert fresh["task"] == "open-vocab-panoptic"
+    assert fresh["stock_labels"] and set(fresh["stock_labels"]) <= {"cat", "dog", "grass"}  # the model's vocabulary
     # Same outputs as the installed package in this process.
     model, processor = PosSamModel.from_pretrained(folder).eval(), PosSamProcessor.from_pretrained(folder)
     with torch.inference_mode():
