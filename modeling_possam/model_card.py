@@ -369,16 +369,22 @@ def write_model_card(folder: str, config: PosSamConfig, counts: dict[str, int], 
     return path
 
 
+def save_results(folder: str, metrics: dict, eval_dataset: str | None) -> None:
+    """Stores an evaluation's metrics, and the name of the data they were measured on, as `eval_results.json`: the
+    next card rendered for the folder reports them."""
+    os.makedirs(folder, exist_ok=True)
+    values = {**metrics, "eval_dataset": eval_dataset} if eval_dataset else dict(metrics)
+    with open(os.path.join(folder, RESULTS_NAME), "w", encoding="utf-8") as handle:
+        json.dump(values, handle, indent=2)
+
+
 def record_results(folder: str, results_path: str, eval_dataset: str | None) -> None:
-    """Stores an evaluation's metrics (`possam evaluate --output_json`) as the folder's `eval_results.json`."""
+    """Stores the metrics of `possam evaluate --output_json` as the folder's `eval_results.json`."""
     with open(results_path, encoding="utf-8") as handle:
         measured = json.load(handle)
     if not isinstance(measured, dict) or not metric_values(measured):
         raise ValueError(f"{results_path} holds no PQ / SQ / RQ / mAP / mIoU values (keys like eval_PQ or pq).")
-    if eval_dataset:
-        measured["eval_dataset"] = eval_dataset
-    with open(os.path.join(folder, RESULTS_NAME), "w", encoding="utf-8") as handle:
-        json.dump(measured, handle, indent=2)
+    save_results(folder, measured, eval_dataset)
 
 
 # ---------------------------------------------------------------------------------------------------- command line

@@ -8,7 +8,7 @@ import os
 import torch.distributed as dist
 
 from .. import PosSamModel, possam_preset
-from ..model_card import RESULTS_NAME, TRAINING_ARGS_NAME, tower_parameter_counts, write_model_card
+from ..model_card import TRAINING_ARGS_NAME, save_results, tower_parameter_counts, write_model_card
 from ..processing import PosSamProcessor, embed_default_vocabulary
 from .arguments import DataArguments, ModelArguments
 from .coco_panoptic import load_coco_panoptic
@@ -115,8 +115,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: P
         eval_metrics = trainer.evaluate()
         metrics.update(eval_metrics)
         if trainer.is_world_process_zero():
-            with open(os.path.join(output_dir, RESULTS_NAME), "w", encoding="utf-8") as handle:
-                json.dump({**eval_metrics, "eval_dataset": os.path.basename(data_args.eval_annotations)}, handle, indent=2)
+            save_results(output_dir, eval_metrics, os.path.basename(data_args.eval_annotations))
             write_model_card(output_dir, model.config, tower_parameter_counts(model))
     return metrics
 
