@@ -18,20 +18,20 @@ from __future__ import annotations
 import os
 
 
-# module written beside the JSON files -> (where the installed package defines its class, class name)
-REMOTE_MODULES: dict[str, tuple[str, str]] = {
-    "configuration_possam": ("possam.configuration", "PosSamConfig"),
-    "modeling_possam": ("possam", "PosSamModel"),
-    "image_processing_possam": ("possam.processing", "PosSamImageProcessor"),
-    "processing_possam": ("possam.processing", "PosSamProcessor"),
-    "pipeline_possam": ("possam.processing.pipeline_possam", "OpenVocabPanopticPipeline"),
+# module written beside the JSON files -> the class it imports from the installed package's public API (`possam`)
+REMOTE_MODULES: dict[str, str] = {
+    "configuration_possam": "PosSamConfig",
+    "modeling_possam": "PosSamModel",
+    "image_processing_possam": "PosSamImageProcessor",
+    "processing_possam": "PosSamProcessor",
+    "pipeline_possam": "OpenVocabPanopticPipeline",
 }
 
 TASK = "open-vocab-panoptic"
 
 
 def _reference(module: str) -> str:
-    return f"{module}.{REMOTE_MODULES[module][1]}"
+    return f"{module}.{REMOTE_MODULES[module]}"
 
 
 # `config.json`: every Auto class `import possam` registers, so that each works without it.
@@ -60,8 +60,8 @@ _remote_code_in_use = False
 
 def module_source(module: str) -> str:
     """The text of a remote-code module: a docstring and one import from the installed package."""
-    package, name = REMOTE_MODULES[module]
-    return _HEADER.format(name=name) + f"from {package} import {name}\n\n__all__ = [\"{name}\"]\n"
+    name = REMOTE_MODULES[module]
+    return _HEADER.format(name=name) + f"from possam import {name}\n\n__all__ = [\"{name}\"]\n"
 
 
 def write_remote_code(save_directory: str | os.PathLike, auto_map: dict, custom_pipelines: dict | None = None) -> list[str]:

@@ -166,7 +166,9 @@ def recorded_training(folder: str, config: PosSamConfig) -> str:
     """What the folder records about the model's training (`training_args.json` from `possam train`)."""
     if not config.training_vocabulary:
         return "This model has not been trained: its mask decoder, IoU head and LDP are freshly initialized."
-    classes = f"{len(config.training_vocabulary)} training classes ({', '.join(e.split(',')[0] for e in config.training_vocabulary[:8])}{', ...' if len(config.training_vocabulary) > 8 else ''})"
+    labels = [entry.split(",")[0] for entry in config.training_vocabulary]
+    shown = ", ".join(labels[:8]) + (", ..." if len(labels) > 8 else "")
+    classes = f"{len(labels)} training classes ({shown})"
     path = os.path.join(folder, TRAINING_ARGS_NAME)
     if not os.path.isfile(path):
         return f"Trained on {classes}; the training arguments were not saved with this model."
