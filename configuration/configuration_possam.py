@@ -372,10 +372,15 @@ class PosSamConfig(SavesRemoteCode, PreTrainedConfig):
         return json.dumps(values, indent=2, sort_keys=True) + "\n"
 
     def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs):
-        """Writes `config.json` and the remote-code modules it names (before it, so a Hub push includes them)."""
+        """Writes `config.json`, the remote-code modules it names and the folder's model card (`README.md`, see
+        `possam.model_card`); every model save goes through here."""
         if os.path.isfile(save_directory):
             raise AssertionError(f"Provided path ({save_directory}) should be a directory, not a file")
+        # Imported here: the card renderer builds the model (on the meta device) to count its parameters.
+        from ..model_card import config_parameter_counts, write_model_card
+
         write_remote_code(save_directory, CONFIG_AUTO_MAP, CUSTOM_PIPELINES)
+        write_model_card(os.fspath(save_directory), self, config_parameter_counts(self))
         return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
 
     def get_text_config(self, decoder=None, encoder=None) -> PreTrainedConfig:

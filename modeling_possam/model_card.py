@@ -1,7 +1,7 @@
 """Model cards of PosSAM folders: `README.md` with the Hub's YAML metadata, rendered from what the folder records.
 
-Every `PosSamModel.save_pretrained` writes one (so do `possam demo`, `possam train` and `possam convert build`,
-which save through it). What the card states comes from the folder, never from assumptions:
+Every `save_pretrained` of a `PosSamConfig`, hence of every model, writes one (so do `possam demo`, `possam train`
+and `possam convert build`, which save through it). What the card states comes from the folder, never from assumptions:
 
 - towers: `config.sam_pretrained` / `config.clip_pretrained` (set by `from_pretrained_backbones`); a model built from
   a config has random towers and its card says so; `base_model` lists only Hub ids;

@@ -38,7 +38,6 @@ from .ldp import PosSamLocalDiscriminativePooling
 from .loss import PosSamLoss
 from .mase import ensemble_class_probabilities
 from .mask_pooling import mask_pool, pooling_weights
-from .model_card import tower_parameter_counts, write_model_card
 from .outputs import PosSamDecoderOutput, PosSamImageFeatures, PosSamOutput, PosSamTextEmbeddings
 from .text_classifier import (
     PosSamTextClassifier,
@@ -86,13 +85,6 @@ class PosSamPreTrainedModel(SavesRemoteCode, PreTrainedModel):
         # deformable-attention and decoder-layer initialization and LDP's zero projection. `_init_weights` below only
         # uses `transformers.initialization`, which leaves loaded tensors alone, so the heuristic is not needed.
         super()._initialize_weights(module, is_custom_code=False)
-
-    def save_pretrained(self, save_directory: str | os.PathLike, is_main_process: bool = True, **kwargs):
-        """Saves as transformers does, plus a model card (`README.md`, see `possam.model_card`), written first so that
-        `push_to_hub=True` uploads it. `config.json` names the remote code written beside it."""
-        if is_main_process and not os.path.isfile(save_directory):
-            write_model_card(os.fspath(save_directory), self.config, tower_parameter_counts(self))
-        return super().save_pretrained(save_directory, is_main_process=is_main_process, **kwargs)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module):
