@@ -309,6 +309,9 @@ class PosSamImageProcessor(PilBackend):
         label_ids_to_fuse: Iterable[int] | None = None,
         target_sizes=None,
         reshaped_input_sizes=None,
+        ensemble_mode: str | None = None,
+        seen_classes: torch.Tensor | None = None,
+        config=None,
         return_coco_annotation: bool = False,
     ) -> list[dict]:
         """See [`possam.processing.postprocessing.post_process_panoptic_segmentation`]; S is this processor's size.
@@ -327,6 +330,9 @@ class PosSamImageProcessor(PilBackend):
             target_sizes=target_sizes,
             padded_size=self.padded_size,
             reshaped_input_sizes=reshaped_input_sizes,
+            ensemble_mode=ensemble_mode,
+            seen_classes=seen_classes,
+            config=config,
         )
         if return_coco_annotation:
             for result in results:
@@ -344,6 +350,9 @@ class PosSamImageProcessor(PilBackend):
         top_k: int = 100,
         stuff_label_ids: Iterable[int] | None = None,
         reshaped_input_sizes=None,
+        ensemble_mode: str | None = None,
+        seen_classes: torch.Tensor | None = None,
+        config=None,
         return_coco_annotation: bool = False,
     ) -> list[dict]:
         """See [`possam.processing.postprocessing.post_process_instance_segmentation`]; S is this processor's size.
@@ -362,6 +371,9 @@ class PosSamImageProcessor(PilBackend):
             stuff_label_ids=stuff_label_ids,
             padded_size=self.padded_size,
             reshaped_input_sizes=reshaped_input_sizes,
+            ensemble_mode=ensemble_mode,
+            seen_classes=seen_classes,
+            config=config,
         )
         if return_coco_annotation:
             for result in results:
@@ -369,11 +381,23 @@ class PosSamImageProcessor(PilBackend):
         return results
 
     def post_process_semantic_segmentation(
-        self, outputs, target_sizes=None, reshaped_input_sizes=None
+        self,
+        outputs,
+        target_sizes=None,
+        reshaped_input_sizes=None,
+        ensemble_mode: str | None = None,
+        seen_classes: torch.Tensor | None = None,
+        config=None,
     ) -> list[torch.Tensor]:
         """See [`possam.processing.postprocessing.post_process_semantic_segmentation`]; S is this processor's size."""
         return postprocessing.post_process_semantic_segmentation(
-            outputs, target_sizes=target_sizes, padded_size=self.padded_size, reshaped_input_sizes=reshaped_input_sizes
+            outputs,
+            target_sizes=target_sizes,
+            padded_size=self.padded_size,
+            reshaped_input_sizes=reshaped_input_sizes,
+            ensemble_mode=ensemble_mode,
+            seen_classes=seen_classes,
+            config=config,
         )
 
 

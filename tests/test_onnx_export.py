@@ -14,7 +14,6 @@ import torch
 from pipeline_testing import random_image, save_checkpoint, single_thread  # noqa: F401  (autouse fixture)
 
 from possam import PosSamModel, PosSamProcessor, PosSamTextEmbeddings
-from possam.mase import ensemble_class_probabilities
 from possam.onnx_export import INPUT_NAMES, OUTPUT_NAMES
 
 ATOL = 1e-4
@@ -106,32 +105,22 @@ def test_onnx_outputs_post_process_like_the_model(session, model_and_processor):
     )
     with torch.no_grad():
         expected = model(**inputs)
-    logits = dict(
-        zip(
-            OUTPUT_NAMES,
-            map(
-                torch.from_numpy,
-                session.run(
-                    list(OUTPUT_NAMES),
-                    {
-                        "pixel_values": inputs["pixel_values"].numpy(),
-                        "synonym_embeddings": text.synonym_embeddings.numpy(),
-                        "synonym_to_class": text.synonym_to_class.numpy(),
-                    },
-                ),
-            ),
-        )
+    arrays = session.run(
+        list(OUTPUT_NAMES),
+        {
+            "pixel_values": inputs["pixel_values"].numpy(),
+            "synonym_embeddings": text.synonym_embeddings.numpy(),
+            "synonym_to_class": text.synonym_to_class.numpy(),
+        },
     )
-    from_onnx = {
-        "class_probabilities": ensemble_class_probabilities(
-            logits["class_queries_logits"], logits["clip_logits"], logits["iou_scores"], model.config
-        ),
-        "mask_scores": logits["iou_scores"] ** model.config.iou_score_exponent,
-        "masks_queries_logits": logits["masks_queries_logits"],
+    from_onnx = {name: torch.from_numpy(array) for name, array in zip(OUTPUT_NAMES, arrays)}  # raw logits, as a dict
+    options = {
+        "target_sizes": inputs["original_sizes"],
+        "reshaped_input_sizes": inputs["reshaped_input_sizes"],
+        "config": model.config,
     }
-    sizes = {"target_sizes": inputs["original_sizes"], "reshaped_input_sizes": inputs["reshaped_input_sizes"]}
-    ours = processor.post_process_panoptic_segmentation(from_onnx, labels, stuff_labels="grass", **sizes)[0]
-    reference = processor.post_process_panoptic_segmentation(expected, labels, stuff_labels="grass", **sizes)[0]
+    ours = processor.post_process_panoptic_segmentation(from_onnx, labels, stuff_labels="grass", **options)[0]
+    reference = processor.post_process_panoptic_segmentation(expected, labels, stuff_labels="grass", **options)[0]
     assert ours["segments_info"] and [s["label"] for s in ours["segments_info"]] == [
         s["label"] for s in reference["segments_info"]
     ]
