@@ -468,6 +468,10 @@ class PosSamModel(PosSamPreTrainedModel):
 
 
 def _check_classes_present(synonym_to_class: torch.LongTensor) -> None:
+    if torch.compiler.is_exporting():
+        # The check reads the values, which an exported graph cannot branch on; `possam.onnx_export` documents that
+        # the exported graph takes the vocabulary as `PosSamTextEmbeddings` holds it. Eager calls always check.
+        return
     if synonym_to_class.numel() == 0:
         raise ValueError("The vocabulary is empty: give at least one class name.")
     counts = torch.bincount(synonym_to_class.clamp(min=0))
