@@ -27,6 +27,7 @@ from huggingface_hub.errors import StrictDataclassError
 from safetensors import SafetensorError, safe_open
 
 from .checkpoint_io import looks_like_local_path
+from .configuration import PosSamConfig
 
 
 # Weight files transformers reads from a checkpoint folder, in its order of preference.
@@ -99,7 +100,7 @@ def local_checkpoint_folder(name_or_path) -> Path | None:
 
 def check_checkpoint_folder(folder: Path, check_weights: bool = True) -> None:
     """Fails on a folder that cannot hold a PosSAM checkpoint: no or unreadable `config.json`, another architecture,
-    no weights file, or a safetensors file whose header or length is damaged (read without loading any tensor)."""
+    invalid config values, no weights file, or a safetensors file whose header or length is damaged (read without loading any tensor)."""
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise ModelLoadError(
@@ -114,6 +115,10 @@ def check_checkpoint_folder(folder: Path, check_weights: bool = True) -> None:
         raise ModelLoadError(
             f"{config_path}: describes a {model_type!r} model, not PosSAM (expected model_type 'possam')."
         )
+    try:
+        PosSamConfig.from_dict(config)
+    except StrictDataclassError as error:  # a value that PosSamConfig's validators refuse
+        raise ModelLoadError(f"{config_path}: invalid config: {_one_line(error.__cause__ or error)}") from None
     if not check_weights:
         return
     present = [name for name in SAFE_WEIGHTS_FILES + PICKLE_WEIGHTS_FILES if (folder / name).is_file()]

@@ -36,6 +36,18 @@ def write_json_atomically(path: str | os.PathLike, value) -> None:
     write_atomically(path, lambda handle: handle.write(json.dumps(value, indent=2).encode("utf-8")))
 
 
+def check_writable_file(path: str | os.PathLike) -> None:
+    """Fails with an `OSError` naming `path` when a file cannot be written there (no such folder, not a folder, no
+    permission), so that a long run fails before it starts rather than when it saves its result."""
+    folder = Path(path).absolute().parent
+    if not folder.is_dir():
+        raise OSError(f"cannot write {str(path)!r}: folder {str(folder)!r} does not exist.")
+    if Path(path).is_dir():
+        raise OSError(f"cannot write {str(path)!r}: it is a folder.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OSError(f"cannot write {str(path)!r}: folder {str(folder)!r} is not writable.")
+
+
 class OutputFolder:
     """`with OutputFolder(path) as folder:` creates `path` (and missing parents), checks that a file can be created
     in it, and on exit removes the folders it created if they are still empty (a failed run leaves nothing behind).
