@@ -34,6 +34,7 @@ from .configuration.remote_code import SavesRemoteCode
 from .decoder import PosSamTransformerDecoder, ResizedMaskFeatures
 from .fpn import PosSamFeaturePyramid
 from .heads import PosSamIouHead
+from .loading import load_pretrained
 from .ldp import PosSamLocalDiscriminativePooling
 from .loss import PosSamLoss
 from .mask_pooling import mask_pool, pooling_weights
@@ -77,6 +78,17 @@ class PosSamPreTrainedModel(SavesRemoteCode, PreTrainedModel):
         "Mask2FormerPixelDecoderEncoderLayer",
         "Mask2FormerMaskedAttentionDecoderLayer",
     ]
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, strict: bool = True, **kwargs):
+        """transformers' `from_pretrained`, strict: a missing local folder, a foreign or invalid config, an unreadable
+        weights file, and weights missing from, left over in or mis-shaped in the checkpoint raise a one-line
+        `possam.loading.ModelLoadError` naming the file (see `possam.loading`). `strict=False` initializes missing
+        or mis-shaped weights freshly instead, as transformers does by default."""
+        load = super().from_pretrained
+        return load_pretrained(
+            lambda name, **options: load(name, *model_args, **options), pretrained_model_name_or_path, strict, **kwargs
+        )
 
     def _initialize_weights(self, module: nn.Module, is_custom_code: bool = False):
         # transformers treats models defined outside the library as custom code and then skips every module without

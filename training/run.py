@@ -12,6 +12,7 @@ from ..model_card import TRAINING_ARGS_NAME, save_results, tower_parameter_count
 from ..processing import PosSamProcessor, embed_default_vocabulary
 from .arguments import DataArguments, ModelArguments
 from .coco_panoptic import load_coco_panoptic
+from .checkpoint_checks import check_resume_checkpoint
 from .collator import PosSamDataCollator
 from .dataset import PanopticEvaluationDataset, PanopticTrainingDataset
 from .evaluation import evaluate_panoptic
@@ -70,6 +71,9 @@ def evaluation_parts(model, processor, data_args: DataArguments):
 
 def train(model_args: ModelArguments, data_args: DataArguments, training_args: PosSamTrainingArguments) -> dict:
     """Trains (or resumes), saves the model and processor to `output_dir`, evaluates if an eval split is given."""
+    resume = training_args.resume_from_checkpoint
+    if isinstance(resume, str) and os.path.exists(resume):
+        check_resume_checkpoint(resume)  # a damaged file fails at once in one line naming it, not deep in the Trainer
     model = build_model(model_args)
     processor = build_processor(model, model_args.model_name_or_path)
     dataset, vocabulary = load_split(
@@ -97,7 +101,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: P
         eval_collator=eval_collator,
         eval_vocabulary=eval_vocabulary,
     )
-    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    result = trainer.train(resume_from_checkpoint=resume)
     metrics = dict(result.metrics)
     # The fine-tuned model answers with its training classes when asked without a vocabulary.
     model.config.training_vocabulary = vocabulary.entries
