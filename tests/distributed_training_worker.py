@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 sys.path.insert(0, os.path.dirname(__file__))
 from conftest import tiny_model, tiny_processor  # noqa: E402
 
+from possam import PosSamModel  # noqa: E402
 from possam.training import (  # noqa: E402
     PanopticTrainingDataset,
     PosSamDataCollator,
@@ -41,12 +42,15 @@ class RecordingDataset(Dataset):
         self.dataset.set_epoch(epoch)
 
 
-def main(json_path, image_dir, vocabulary_path, output_dir, per_device_batch_size):
+def main(json_path, image_dir, vocabulary_path, output_dir, per_device_batch_size, checkpoint=None):
+    """With `checkpoint` (a saved PosSAM folder) the model is loaded from it and DDP runs with
+    `find_unused_parameters=False`, which fails if a frozen tower parameter were trainable (it never gets a gradient)."""
     processor = tiny_processor()
     dataset, vocabulary = load_coco_panoptic(json_path, image_dir, synonyms_from=vocabulary_path)
     recorded = RecordingDataset(PanopticTrainingDataset(dataset, processor.image_processor, seed=0))
-    model = tiny_model(mask_weight=0.0, dice_weight=0.0)
+    model = PosSamModel.from_pretrained(checkpoint) if checkpoint else tiny_model(mask_weight=0.0, dice_weight=0.0)
     args = PosSamTrainingArguments(
+        ddp_find_unused_parameters=False if checkpoint else None,
         output_dir=output_dir, max_steps=2, per_device_train_batch_size=int(per_device_batch_size), learning_rate=1e-3,
         logging_steps=1, save_strategy="no", report_to="none", use_cpu=True, ddp_backend="gloo", disable_tqdm=True,
         seed=0, dataloader_num_workers=0,

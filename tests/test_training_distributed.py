@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import torch
+from conftest import tiny_model
 
 
 WORKER = os.path.join(os.path.dirname(__file__), "distributed_training_worker.py")
@@ -20,12 +21,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch(splits, output_dir, processes: int, per_device_batch_size: int) -> None:
+def launch(splits, output_dir, processes: int, per_device_batch_size: int, checkpoint=None) -> None:
     train = splits["train"]
     command = [
         sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}", "--master_addr=127.0.0.1",
         f"--master_port={free_port()}", WORKER, train.json_path, train.image_dir, train.vocabulary_path,
-        str(output_dir), str(per_device_batch_size),
+        str(output_dir), str(per_device_batch_size), *([str(checkpoint)] if checkpoint else []),
     ]
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=environment)
@@ -60,3 +61,18 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(synthetic_sp
     assert ranks[0]["losses"] == ranks[1]["losses"]
     for distributed, local in zip(ranks[0]["losses"], single["losses"]):
         assert abs(distributed - local) <= 1e-4 * abs(local)
+
+
+def test_two_processes_train_a_saved_checkpoint_without_searching_for_unused_parameters(synthetic_splits, tmp_path):
+    """`possam train --model_name_or_path <checkpoint>` under DDP with `ddp_find_unused_parameters=False`: fails with
+    "Expected to have finished reduction" if loading unfroze a tower (its parameters would never get a gradient)."""
+    saved = tiny_model()
+    saved.save_pretrained(tmp_path / "checkpoint")
+    launch(synthetic_splits, tmp_path / "ddp", processes=2, per_device_batch_size=1, checkpoint=tmp_path / "checkpoint")
+    rank0 = torch.load(tmp_path / "ddp" / "weights_rank0.pt")
+    rank1 = torch.load(tmp_path / "ddp" / "weights_rank1.pt")
+    trainable = {name for name, parameter in saved.named_parameters() if parameter.requires_grad}
+    assert set(rank0) == set(rank1) == trainable
+    assert all(torch.equal(rank0[name], rank1[name]) for name in rank0)
+    initial = dict(saved.named_parameters())
+    assert any(not torch.equal(rank0[name], initial[name]) for name in rank0)  # it trained
