@@ -138,10 +138,24 @@ class PosSamModel(PosSamPreTrainedModel):
         self.text_classifier = PosSamTextClassifier(config)
         self.criterion = PosSamLoss(config)
         self.post_init()
-        self.sam.requires_grad_(False)
-        self.clip.requires_grad_(False)
+        self.freeze_towers()
         # Cached text embeddings belong to the weights they were computed with.
         self.register_load_state_dict_post_hook(lambda module, incompatible_keys: module.text_classifier.clear_cache())
+
+    def freeze_towers(self) -> None:
+        """Freezes the SAM and CLIP towers (`requires_grad=False`): no gradients, no optimizer state, and no
+        parameters that DDP waits for. Called by `__init__` and again after every `from_pretrained`."""
+        self.sam.requires_grad_(False)
+        self.clip.requires_grad_(False)
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        # transformers' loader replaces every loaded tensor by a new `nn.Parameter(requires_grad=True)` after
+        # `__init__` has run (5.23, 5.24), whatever the dtype or device map, which would unfreeze both towers.
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        model.freeze_towers()
+        return loaded
 
     @classmethod
     def from_pretrained_backbones(
