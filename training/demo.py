@@ -19,7 +19,6 @@ Everything here is synthetic: the CLIP knows only this world and the SAM is rand
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -55,7 +54,9 @@ def main(argv: list[str], prog: str = "possam demo") -> int:
 
     from transformers import set_seed
 
+    from ..model_card import save_results
     from ..processing import PosSamProcessor
+    from ..processing.output_files import write_json_atomically
     from ..processing.predict_cli import main as predict
     from .arguments import ModelArguments
     from .open_vocabulary_experiment import (
@@ -97,6 +98,10 @@ def main(argv: list[str], prog: str = "possam demo") -> int:
     after = evaluate_seen_unseen(trained, processor, val_split, SEEN_CLASSES)
     print(f"      after training: {after}")
 
+    # Reported by the model card, which saving renders again.
+    save_results(model_dir, after, f"{args.num_eval_images} held-out scenes of the synthetic open-vocabulary world")
+    trained.save_pretrained(model_dir)
+
     predictions_dir = os.path.join(args.output_dir, "predictions")
     vocabulary = val_split.vocabulary
     labels = args.labels or ",".join(entry.replace(",", "|") for entry in vocabulary.entries)
@@ -122,8 +127,7 @@ def main(argv: list[str], prog: str = "possam demo") -> int:
         "predictions": predictions_dir,
         "data": data_dir,
     }
-    with open(os.path.join(args.output_dir, "summary.json"), "w", encoding="utf-8") as handle:
-        json.dump(summary, handle, indent=2)
+    write_json_atomically(os.path.join(args.output_dir, "summary.json"), summary)
     print()
     print(f"PQ on held-out scenes, seen classes: {before['pq_seen']} before training -> {after['pq_seen']} after; "
           f"unseen classes (never labelled in training): {before['pq_unseen']} -> {after['pq_unseen']}.")
