@@ -107,3 +107,22 @@ def test_training_split_never_labels_unseen_classes(splits):
 def test_world_split_rejects_unknown_labels(tmp_path):
     with pytest.raises(ValueError, match="labels must be 'seen' or 'all'"):
         generate_world_split(tmp_path, 1, "unseen")
+
+
+def test_every_ensemble_mode_including_geometric_evaluates_seen_and_unseen_pq(splits):
+    from conftest import tiny_model
+
+    from possam.processing import PosSamProcessor
+    from possam.processing.mase import ENSEMBLE_MODES
+    from possam.training.open_vocabulary_experiment import evaluate_seen_unseen
+
+    model = tiny_model().eval()
+    processor = PosSamProcessor.for_model_config(model.config)
+    _, all_split = splits
+    per_mode = evaluate_seen_unseen(model, processor, all_split, SEEN_CLASSES, ENSEMBLE_MODES)
+    assert list(per_mode) == list(ENSEMBLE_MODES)
+    for metrics in per_mode.values():
+        assert set(metrics) == {"pq", "pq_seen", "pq_unseen", "pq_things", "pq_stuff"}
+        assert all(0.0 <= value <= 100.0 for value in metrics.values()), metrics
+    # The model's own mode alone gives the same numbers as within the list (one forward pass serves all modes).
+    assert evaluate_seen_unseen(model, processor, all_split, SEEN_CLASSES) == per_mode[model.config.ensemble_mode]
