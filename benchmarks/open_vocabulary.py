@@ -1,7 +1,7 @@
 """Open-vocabulary ablation: what the pretrained CLIP, MASE and LDP each add on classes PosSAM never had labels for.
 
-    python benchmarks/open_vocabulary.py --quick        # <= 10 minutes on 2 idle cores
-    python benchmarks/open_vocabulary.py                # the demo's recipe (1500 steps per model)
+    python benchmarks/open_vocabulary.py --quick        # 300 CLIP steps, 400 PosSAM steps per model
+    python benchmarks/open_vocabulary.py                # the demo's defaults (600 CLIP steps, 1500 PosSAM steps)
 
 In the synthetic open-vocabulary world (`possam.training.open_vocabulary_world`: 12 thing + 6 stuff classes, 6 of
 them unseen), PosSAM-tiny is trained on the seen classes' labels once per (CLIP towers, LDP fusion):
@@ -10,7 +10,8 @@ them unseen), PosSAM-tiny is trained on the seen classes' labels once per (CLIP 
     LDP fusion = self_attention (PosSAM) | none (FC-CLIP-style: the mask embedding alone is classified)
 
 and each trained model is evaluated on held-out scenes labelled with all 18 classes under every class-ensemble mode
-(mase, geometric, ldp_only, clip_only), all from one forward pass per image. Writes
+(mase, geometric, ldp_only, clip_only), all from one forward pass per image. The four models train in worker
+processes (`--workers`, one thread each; the random-CLIP ones while the toy CLIP pretrains). Writes
 `benchmarks/results/open_vocabulary.{json,md}`: one row per (clip, ensemble_mode, ldp_fusion) with PQ, PQ_seen and
 PQ_unseen, plus the issue's targets checked on the pretrained-CLIP, self-attention rows.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import sys
 import tempfile
@@ -38,6 +40,7 @@ from possam.training.open_vocabulary_experiment import (  # noqa: E402
     save_random_sam,
     train_on_seen_classes,
 )
+from possam.training.clip_pretraining import load_pretraining_record  # noqa: E402
 from possam.training.open_vocabulary_world import SEEN_CLASSES, generate_world_split  # noqa: E402
 from possam.training.arguments import ModelArguments  # noqa: E402
 from possam.training.run import build_model  # noqa: E402
@@ -45,40 +48,66 @@ from possam.training.run import build_model  # noqa: E402
 
 SETTINGS = {
     # clip_steps, training steps, training scenes, evaluation scenes
-    "quick": {"clip_steps": 400, "steps": 500, "num_train_images": 64, "num_eval_images": 24},
+    "quick": {"clip_steps": 300, "steps": 400, "num_train_images": 64, "num_eval_images": 24},
     "full": {"clip_steps": 600, "steps": 1500, "num_train_images": 96, "num_eval_images": 32},
 }
 LDP_FUSIONS = ("self_attention", "none")
 
 
-def run(settings: dict, work_dir: str, seed: int = 0) -> dict:
+def _train_and_evaluate(job: tuple) -> tuple[str, list[dict], float]:
+    """One (CLIP, LDP fusion) model: train on the seen labels, evaluate every ensemble mode. Runs in a worker."""
+    clip, fusion, work_dir, settings, seed = job
+    torch.set_num_threads(1)
+    started = time.time()
+    model_dir = os.path.join(work_dir, f"model_{clip}_{fusion}")
     train_split = generate_world_split(os.path.join(work_dir, "train"), settings["num_train_images"], "seen", seed=seed)
     val_split = generate_world_split(os.path.join(work_dir, "val"), settings["num_eval_images"], "all", seed=seed + 10_000)
-    sam_dir = os.path.join(work_dir, "sam")
-    save_random_sam(sam_dir, seed)
-    towers = {"pretrained": settings["clip_steps"], "random": 0}
-    clip_records, rows, seconds = {}, [], {}
-    for clip, clip_steps in towers.items():
-        started = time.time()
-        clip_records[clip], _ = prepare_toy_clip(os.path.join(work_dir, f"clip_{clip}"), clip_steps, seed)
-        seconds[f"clip_{clip}"] = round(time.time() - started, 1)
-        for fusion in LDP_FUSIONS:
-            started = time.time()
-            model_dir = os.path.join(work_dir, f"model_{clip}_{fusion}")
-            train_on_seen_classes(
-                model_arguments(sam_dir, os.path.join(work_dir, f"clip_{clip}"), ldp_fusion=fusion),
-                train_split, model_dir, settings["steps"], seed,
-            )
-            model = build_model(ModelArguments(model_name_or_path=model_dir))
-            per_mode = evaluate_seen_unseen(
-                model, PosSamProcessor.for_model_config(model.config), val_split, SEEN_CLASSES, ENSEMBLE_MODES
-            )
-            seconds[f"train_and_evaluate_{clip}_{fusion}"] = round(time.time() - started, 1)
-            for mode, metrics in per_mode.items():
-                rows.append({"clip": clip, "ensemble_mode": mode, "ldp_fusion": fusion,
-                             **{name: metrics[name] for name in ("pq", "pq_seen", "pq_unseen")}})
-            print(json.dumps(rows[-len(per_mode):]), flush=True)
-    return {"rows": rows, "clip_pretraining": clip_records, "seconds": seconds}
+    train_on_seen_classes(
+        model_arguments(os.path.join(work_dir, "sam"), os.path.join(work_dir, f"clip_{clip}"), ldp_fusion=fusion),
+        train_split, model_dir, settings["steps"], seed,
+    )
+    model = build_model(ModelArguments(model_name_or_path=model_dir))
+    per_mode = evaluate_seen_unseen(
+        model, PosSamProcessor.for_model_config(model.config), val_split, SEEN_CLASSES, ENSEMBLE_MODES
+    )
+    rows = [
+        {"clip": clip, "ensemble_mode": mode, "ldp_fusion": fusion, **{k: m[k] for k in ("pq", "pq_seen", "pq_unseen")}}
+        for mode, m in per_mode.items()
+    ]
+    print(json.dumps(rows), flush=True)
+    return f"train_and_evaluate_{clip}_{fusion}", rows, round(time.time() - started, 1)
+
+
+def _prepare_clip(job: tuple) -> tuple[str, dict, float]:
+    clip, steps, work_dir, seed = job
+    torch.set_num_threads(1)
+    started = time.time()
+    record, _ = prepare_toy_clip(os.path.join(work_dir, f"clip_{clip}"), steps, seed)
+    return clip, record, round(time.time() - started, 1)
+
+
+def run(settings: dict, work_dir: str, seed: int = 0, workers: int = 2) -> dict:
+    """Trains and evaluates the 4 (CLIP, fusion) models, `workers` at a time in separate processes (1 thread each):
+    the random-CLIP models train while the toy CLIP pretrains, then the two pretrained-CLIP models."""
+    generate_world_split(os.path.join(work_dir, "train"), settings["num_train_images"], "seen", seed=seed)
+    generate_world_split(os.path.join(work_dir, "val"), settings["num_eval_images"], "all", seed=seed + 10_000)
+    save_random_sam(os.path.join(work_dir, "sam"), seed)
+    _prepare_clip(("random", 0, work_dir, seed))
+    records, seconds, results = {}, {}, {}
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(workers) as pool:
+        pretraining = pool.apply_async(_prepare_clip, (("pretrained", settings["clip_steps"], work_dir, seed),))
+        random_jobs = [pool.apply_async(_train_and_evaluate, (("random", f, work_dir, settings, seed),)) for f in LDP_FUSIONS]
+        clip, records["pretrained"], seconds["clip_pretrained"] = pretraining.get()
+        pretrained_jobs = [
+            pool.apply_async(_train_and_evaluate, (("pretrained", f, work_dir, settings, seed),)) for f in LDP_FUSIONS
+        ]
+        for job in pretrained_jobs + random_jobs:
+            name, rows, elapsed = job.get()
+            results[name], seconds[name] = rows, elapsed
+    records["random"] = load_pretraining_record(os.path.join(work_dir, "clip_random"))
+    order = [f"train_and_evaluate_{c}_{f}" for c in ("pretrained", "random") for f in LDP_FUSIONS]
+    return {"rows": [row for name in order for row in results[name]], "clip_pretraining": records, "seconds": seconds}
 
 
 def targets(rows: list[dict]) -> list[tuple[str, str, bool]]:
@@ -128,12 +157,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer steps and scenes: <= 10 minutes on 2 idle cores")
     parser.add_argument("--output_dir", default=os.path.join(os.path.dirname(__file__), "results"))
     parser.add_argument("--work_dir", default=None, help="where data, towers and models go (default: a temp dir)")
+    parser.add_argument("--workers", type=int, default=2, help="models trained at the same time (1 thread each)")
     args = parser.parse_args()
-    torch.set_num_threads(min(2, torch.get_num_threads()))
     settings = SETTINGS["quick" if args.quick else "full"]
     started = time.time()
     with tempfile.TemporaryDirectory() as temporary:
-        results = run(settings, args.work_dir or temporary)
+        results = run(settings, args.work_dir or temporary, workers=args.workers)
     results["settings"] = {"name": "quick" if args.quick else "full", **settings}
     results["seconds"]["total"] = round(time.time() - started, 1)
     write(results, args.output_dir)
