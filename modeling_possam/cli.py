@@ -12,7 +12,7 @@ import sys
 
 # command -> (module implementing it, one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("possam.training.demo", "train and evaluate the tiny PosSAM on a generated dataset, no download needed"),
+    "demo": ("possam.training.demo", "open-vocabulary demo: toy CLIP, PosSAM trained on seen classes, names unseen ones"),
     "convert": ("possam.convert_cli", "convert SAM / CLIP checkpoints and build an untrained PosSAM from them"),
     "train": ("possam.training.train_cli", "train or fine-tune PosSAM on COCO-panoptic-format data"),
     "evaluate": ("possam.training.evaluate_cli", "PQ / mask AP / mIoU of a checkpoint on a panoptic split"),
