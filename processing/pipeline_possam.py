@@ -21,11 +21,11 @@ import PIL.Image
 import torch
 from transformers.pipelines import PIPELINE_REGISTRY, Pipeline
 
+from ..configuration.remote_code import TASK
 from ..configuration.vocabulary import Vocabulary
 from .mase import check_ensemble_mode, geometric_seen_classes
 from .processing_possam import PosSamProcessor, resolve_vocabulary
 
-TASK = "open-vocab-panoptic"
 SUBTASKS = ("panoptic", "instance", "semantic")
 
 NO_DEFAULT_MODEL = (
