@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import typing
 from typing import Literal
 
 from huggingface_hub.dataclasses import strict
@@ -145,6 +146,19 @@ class PosSamClipConfig(PreTrainedConfig):
             )
         if len(self.image_mean) != 3 or len(self.image_std) != 3:
             raise ValueError("clip_config.image_mean and image_std must have 3 values (RGB).")
+
+
+# Fields checked by `PosSamConfig.validate_field_values` beyond their declared choices.
+_POSITIVE_INT_FIELDS = (
+    "fpn_hidden_size", "feature_size", "mask_feature_size", "encoder_layers", "encoder_feedforward_dim", "num_queries",
+    "hidden_dim", "decoder_layers", "num_attention_heads", "dim_feedforward", "iou_head_hidden_dim",
+    "iou_head_num_layers", "ldp_num_heads", "ldp_intermediate_size", "train_num_points",
+)
+_NON_NEGATIVE_NUMBER_FIELDS = (
+    "dropout", "init_std", "init_xavier_std", "logit_scale_max", "class_weight", "mask_weight", "dice_weight",
+    "iou_loss_weight", "no_object_weight", "oversample_ratio", "importance_sample_ratio", "ensemble_alpha",
+    "ensemble_beta", "mase_iou_threshold", "mase_confidence_threshold", "mase_void_threshold", "iou_score_exponent",
+)
 
 
 @strict
@@ -392,6 +406,29 @@ class PosSamConfig(SavesRemoteCode, PreTrainedConfig):
         """Side of the square input the SAM encoder requires (1024 for the public SAM checkpoints)."""
         size = self.sam_vision_config.image_size
         return size if isinstance(size, int) else size[0]
+
+    def validate_field_values(self):
+        # Types and choices are checked here, at construction and so when a config.json is loaded, not at the first
+        # forward pass that reads the field.
+        for name in ("ldp_fusion", "iou_target_unmatched", "ensemble_mode"):
+            # The allowed values are the field's `Literal[...]` annotation (a string under `from __future__`).
+            choices = typing.get_args(eval(PosSamConfig.__annotations__[name], {"Literal": Literal}))
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}.")
+        for name in _POSITIVE_INT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        for name in _NON_NEGATIVE_NUMBER_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}.")
+        for name in ("dropout", "importance_sample_ratio", "mase_void_threshold"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}.")
+        for name in ("pre_norm", "use_auxiliary_loss"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}.")
 
     def validate_decoder(self):
         if self.feature_size % 32 or self.fpn_hidden_size % 32:

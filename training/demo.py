@@ -16,7 +16,6 @@ PosSAM trained on real data (`possam train`).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -57,6 +56,7 @@ def main(argv: list[str], prog: str = "possam demo") -> int:
     from .evaluation import evaluate_panoptic
     from .synthetic import generate_synthetic_coco_panoptic
     from .trainer import PosSamTrainer, PosSamTrainingArguments
+    from ..processing.output_files import write_json_atomically
     from ..processing.predict_cli import main as predict
 
     data_dir = os.path.join(args.output_dir, "data")
@@ -127,8 +127,7 @@ def main(argv: list[str], prog: str = "possam demo") -> int:
         "predictions": predictions_dir,
         "data": data_dir,
     }
-    with open(os.path.join(args.output_dir, "summary.json"), "w", encoding="utf-8") as handle:
-        json.dump(summary, handle, indent=2)
+    write_json_atomically(os.path.join(args.output_dir, "summary.json"), summary)
     print()
     print(f"PQ on held-out synthetic images: {before['PQ']} before training -> {after['PQ']} after "
           f"(things {after['PQ_th']}, stuff {after['PQ_st']}, mIoU {after['mIoU']}).")
