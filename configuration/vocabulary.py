@@ -149,6 +149,15 @@ class Vocabulary:
         duplicates = sorted({label for label in labels if labels.count(label) > 1})
         if duplicates:
             raise VocabularyError(f"Duplicate labels in candidate_labels: {duplicates}; each class needs its own label.")
+        owner: dict[str, int] = {}
+        for index, names in enumerate(class_names):
+            for name in names:
+                if owner.setdefault(name, index) != index:
+                    first = owner[name]
+                    raise VocabularyError(
+                        f"The name {name!r} is given to two classes, {first + 1} ({labels[first]!r}) and {index + 1} "
+                        f"({labels[index]!r}); every pixel it matches would go to either. Give each name to one class."
+                    )
         stuff = set()
         for names in _user_classes(stuff_labels, "stuff_labels") if stuff_labels is not None else []:
             label = names[0]
@@ -171,15 +180,26 @@ class Vocabulary:
         """Parses a vocabulary file (`id:name1,name2[:thing|:stuff]` per line, `#` comments)."""
         path = os.fspath(path)
         try:
-            with open(path, encoding="utf-8") as handle:
-                text = handle.read()
+            with open(path, "rb") as handle:
+                data = handle.read()
         except OSError as error:
             raise VocabularyError(f"Cannot read vocabulary file {path!r}: {error.strerror}.") from None
+        if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+            raise VocabularyError(f"{path}: the file is UTF-16 encoded; save it as UTF-8.")
+        try:
+            text = data.decode("utf-8-sig")  # a UTF-8 byte-order mark (Windows editors) is not part of the first line
+        except UnicodeDecodeError as error:
+            line = data[: error.start].count(b"\n") + 1
+            raise VocabularyError(
+                f"{path}, line {line}: not UTF-8 text (byte 0x{data[error.start]:02x}); save the file as UTF-8."
+            ) from None
         return cls.from_text(text, source=path)
 
     @classmethod
     def from_text(cls, text: str, source: str = "<vocabulary>") -> "Vocabulary":
         class_names, is_thing, dataset_ids = [], [], []
+        id_lines: dict[int, int] = {}  # line number of each id and class, to name both lines of a duplicate
+        entry_lines: dict[str, int] = {}
         for number, raw_line in enumerate(text.splitlines(), start=1):
             line = raw_line.strip()
             if not line or line.startswith("#"):
@@ -193,8 +213,15 @@ class Vocabulary:
             flag = parts[2].strip().lower() if len(parts) == 3 else "thing"
             if flag not in ("thing", "stuff"):
                 raise VocabularyError(f"{where}: the flag must be 'thing' or 'stuff', got {parts[2]!r}.")
-            dataset_ids.append(int(parts[0]))
-            class_names.append(_split_names(parts[1], where))
+            dataset_id, names = int(parts[0]), _split_names(parts[1], where)
+            if dataset_id in id_lines:
+                raise VocabularyError(f"{where}: id {dataset_id} was already given on line {id_lines[dataset_id]}.")
+            entry = ",".join(names)
+            if entry in entry_lines:
+                raise VocabularyError(f"{where}: class {entry!r} was already given on line {entry_lines[entry]}.")
+            id_lines[dataset_id], entry_lines[entry] = number, number
+            dataset_ids.append(dataset_id)
+            class_names.append(names)
             is_thing.append(flag == "thing")
         if not class_names:
             raise VocabularyError(f"{source}: no class lines found.")

@@ -15,6 +15,7 @@ from transformers.image_processing_utils import BatchFeature
 from transformers.image_utils import ChannelDimension, PILImageResampling
 
 from ..configuration.configuration_possam import SAM_IMAGE_MEAN, SAM_IMAGE_STD
+from ..configuration.remote_code import IMAGE_PROCESSOR_AUTO_MAP, SavesRemoteCode, write_remote_code
 from . import postprocessing
 from .annotations import layout_to_targets, parse_annotation
 from .coco_rle import encode_masks, encode_segments
@@ -37,7 +38,7 @@ class PosSamImageProcessorKwargs(TypedDict, total=False):
     do_pad: bool
 
 
-class PosSamImageProcessor(PilBackend):
+class PosSamImageProcessor(SavesRemoteCode, PilBackend):
     r"""
     Prepares images for [`PosSamModel`] as SAM does: the longest edge is resized to `size["longest_edge"]` (S,
     bilinear), pixels are normalized on the 0-255 scale with SAM's ImageNet mean/std, and the image is padded with
@@ -116,6 +117,15 @@ class PosSamImageProcessor(PilBackend):
     def padded_size(self) -> int:
         """S, the side of the square model input."""
         return self.size["longest_edge"]
+
+    def to_dict(self) -> dict:
+        """The saved settings, with the `auto_map` that lets `AutoImageProcessor` load them without `import possam`."""
+        return {**super().to_dict(), "auto_map": dict(IMAGE_PROCESSOR_AUTO_MAP)}
+
+    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
+        """Writes `preprocessor_config.json` and the remote-code module its `auto_map` names."""
+        write_remote_code(save_directory, IMAGE_PROCESSOR_AUTO_MAP)
+        return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
 
     def preprocess(
         self,

@@ -408,8 +408,8 @@ class OpenVocabPanopticPipeline(Pipeline):
     def save_pretrained(self, save_directory, **kwargs):
         """Saves the model and its processor, loadable again with `pipeline("open-vocab-panoptic", model=...)`.
 
-        transformers' default would also record this pipeline as Hub custom code in the config, which would then
-        demand `trust_remote_code=True` to load a checkpoint whose pipeline ships with the installed `possam`.
+        transformers' default would copy this module's source into the folder as Hub custom code; PosSAM's config
+        already names its thin remote code (`custom_pipelines`, see `possam.configuration.remote_code`).
         """
         self.model.save_pretrained(save_directory, **kwargs)
         self.processor.save_pretrained(save_directory, **kwargs)

@@ -12,6 +12,12 @@ from transformers.image_processing_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
 from ..configuration.configuration_possam import DEFAULT_PROMPT_TEMPLATES
+from ..configuration.remote_code import (
+    IMAGE_PROCESSOR_AUTO_MAP,
+    PROCESSOR_AUTO_MAP,
+    SavesRemoteCode,
+    write_remote_code,
+)
 from ..configuration.vocabulary import SHIPPED_VOCABULARIES, Vocabulary, VocabularyError, load_vocabulary
 from .clip_tokenizer import CLIP_CONTEXT_LENGTH, clean_prompt, load_clip_tokenizer
 from .image_processing_possam import PosSamImageProcessor
@@ -56,7 +62,7 @@ def resolve_vocabulary(text, stuff_labels: str | Sequence[str] | None = None) ->
     )
 
 
-class PosSamProcessor(ProcessorMixin):
+class PosSamProcessor(SavesRemoteCode, ProcessorMixin):
     r"""
     Constructs a PosSAM processor: a [`PosSamImageProcessor`] for images and a CLIP tokenizer for the open vocabulary.
 
@@ -94,6 +100,16 @@ class PosSamProcessor(ProcessorMixin):
 
         register_processing_auto_classes()
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+    def to_dict(self) -> dict:
+        """`processor_config.json`, with the `auto_map` that lets `AutoProcessor` load PosSAM's processor without
+        `import possam` (otherwise it would fall back to a bare `CLIPTokenizer`)."""
+        return {**super().to_dict(), "auto_map": dict(PROCESSOR_AUTO_MAP)}
+
+    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
+        """Writes the processor and the remote-code modules its `auto_map` entries name."""
+        write_remote_code(save_directory, {**PROCESSOR_AUTO_MAP, **IMAGE_PROCESSOR_AUTO_MAP})
+        return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
 
     def __call__(
         self,

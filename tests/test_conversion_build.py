@@ -101,6 +101,10 @@ def test_cli_build_writes_the_same_model(checkpoints, model, tmp_path, capsys):
     )
     assert "untrained PosSAM" in capsys.readouterr().out
     assert weight_files(out) == ["model.safetensors"]
+    # Its card names the checkpoints the towers came from; they are files, not Hub ids, so no `base_model`.
+    card = (out / "README.md").read_text()
+    assert "library_name: transformers" in card and "base_model" not in card and "randomly initialized" not in card
+    assert "loaded from the checkpoint `sam_vit_tiny.pth`" in card and "`epoch_32.pt`" in card
     built = AutoModel.from_pretrained(out)
     towers = {k: v for k, v in model.state_dict().items() if k.startswith(("sam.", "clip."))}
     assert all(torch.equal(built.state_dict()[key], value) for key, value in towers.items())
