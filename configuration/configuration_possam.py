@@ -5,7 +5,9 @@ Every value the paper leaves open (SPEC.md, "[choice]") is a documented field he
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import typing
 from typing import Literal
 
@@ -14,6 +16,7 @@ from transformers import CLIPTextConfig, Mask2FormerConfig, SamVisionConfig
 from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
 from transformers.models.auto.configuration_auto import AutoConfig
 
+from .remote_code import CONFIG_AUTO_MAP, CUSTOM_PIPELINES, SavesRemoteCode, remote_code_in_use, write_remote_code
 from .vocabulary import load_vocabulary
 
 
@@ -159,7 +162,7 @@ _NON_NEGATIVE_NUMBER_FIELDS = (
 
 
 @strict
-class PosSamConfig(PreTrainedConfig):
+class PosSamConfig(SavesRemoteCode, PreTrainedConfig):
     r"""
     Configuration of [`PosSamModel`]. Defaults give PosSAM-B (SAM ViT-B + OpenCLIP ConvNeXt-L, 250 queries); see
     [`possam_preset`] for the tiny, B, L and H presets.
@@ -172,6 +175,11 @@ class PosSamConfig(PreTrainedConfig):
         The CLIP text and vision towers.
     image_mean (`list[float]`), image_std (`list[float]`):
         SAM's normalization (0-255 scale) that `pixel_values` carry; used to re-normalize the image for CLIP.
+
+    sam_pretrained (`str`, *optional*), clip_pretrained (`str`, *optional*):
+        Where the towers' weights were loaded from (Hub id, folder or file), recorded by
+        [`PosSamModel.from_pretrained_backbones`] and kept through saving and loading. `None`: the towers were not
+        loaded from a checkpoint (a model built from a config has random towers); the model card says so.
 
     > Trainable mask decoder
 
@@ -294,6 +302,8 @@ class PosSamConfig(PreTrainedConfig):
     clip_config: dict | PreTrainedConfig | None = None
     image_mean: list[float] | tuple[float, ...] = SAM_IMAGE_MEAN
     image_std: list[float] | tuple[float, ...] = SAM_IMAGE_STD
+    sam_pretrained: str | None = None
+    clip_pretrained: str | None = None
 
     fpn_hidden_size: int = 256
     feature_size: int = 256
@@ -346,6 +356,14 @@ class PosSamConfig(PreTrainedConfig):
     iou_score_exponent: float = 1.0
 
     def __post_init__(self, **kwargs):
+        # `auto_map` and `custom_pipelines` describe the remote code a save writes (`to_json_string`), not this model.
+        # A `custom_pipelines` entry makes `pipeline("open-vocab-panoptic", ...)` demand `trust_remote_code=True`
+        # even though `import possam` registered the task, so it is kept only where transformers loaded PosSAM as
+        # remote code: there it lets `pipeline(model=folder, trust_remote_code=True)` infer the task.
+        kwargs.pop("auto_map", None)
+        custom_pipelines = kwargs.pop("custom_pipelines", None)
+        if custom_pipelines and remote_code_in_use():
+            kwargs["custom_pipelines"] = custom_pipelines
         if self.vocabulary is None:
             default = load_vocabulary("coco_panoptic")
             self.vocabulary = default.entries
@@ -360,6 +378,24 @@ class PosSamConfig(PreTrainedConfig):
             self.ldp_hidden_size = self.clip_config.projection_dim
         self.id2label = {index: entry.split(",")[0] for index, entry in enumerate(self.vocabulary)}
         self.label2id = {label: index for index, label in self.id2label.items()}
+
+    def to_json_string(self, use_diff: bool = True) -> str:
+        """The JSON of `config.json`: the fields, plus the `auto_map` and `custom_pipelines` of PosSAM's remote code."""
+        values = json.loads(super().to_json_string(use_diff))
+        values.update(auto_map=dict(CONFIG_AUTO_MAP), custom_pipelines=json.loads(json.dumps(CUSTOM_PIPELINES)))
+        return json.dumps(values, indent=2, sort_keys=True) + "\n"
+
+    def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs):
+        """Writes `config.json`, the remote-code modules it names and the folder's model card (`README.md`, see
+        `possam.model_card`); every model save goes through here."""
+        if os.path.isfile(save_directory):
+            raise AssertionError(f"Provided path ({save_directory}) should be a directory, not a file")
+        # Imported here: the card renderer builds the model (on the meta device) to count its parameters.
+        from ..model_card import config_parameter_counts, write_model_card
+
+        write_remote_code(save_directory, CONFIG_AUTO_MAP, CUSTOM_PIPELINES)
+        write_model_card(os.fspath(save_directory), self, config_parameter_counts(self))
+        return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
 
     def get_text_config(self, decoder=None, encoder=None) -> PreTrainedConfig:
         """The CLIP text tower's config: PosSAM's only text input is the class names it embeds."""

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-SYNONYM_SEPARATOR = "|"
+from ..configuration.vocabulary import SYNONYM_SEPARATOR, VocabularyError, split_class_list
 
 
 class _UsageError(Exception):
@@ -35,16 +35,10 @@ class _UsageError(Exception):
 
 def parse_class_list(text: str, option: str) -> list[str]:
     """`"cat,person|child,grass"` -> `["cat", "person,child", "grass"]`: commas separate classes, `|` synonyms."""
-    entries = []
-    for position, item in enumerate(text.split(","), start=1):
-        names = [name.strip() for name in item.split(SYNONYM_SEPARATOR)]
-        if not all(names):
-            raise _UsageError(
-                f"{option}: empty class name in item {position} of {text!r}; separate classes with ',' and the "
-                f"synonyms of one class with '{SYNONYM_SEPARATOR}' (e.g. \"cat,person{SYNONYM_SEPARATOR}child\")."
-            )
-        entries.append(",".join(names))
-    return entries
+    try:
+        return [",".join(names) for names in split_class_list(text, option)]
+    except VocabularyError as error:
+        raise _UsageError(str(error)) from None
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:

@@ -161,5 +161,12 @@ def test_vocabulary_from_labels():
         Vocabulary.from_entries(["cat,kitty", "cat,kitty"])
     with pytest.raises(VocabularyError, match="Stuff label 'road' is not one of the candidate labels"):
         Vocabulary.from_labels(["cat"], stuff_labels=["road"])
-    with pytest.raises(VocabularyError, match="must be a list of class names, got the string"):
-        Vocabulary.from_labels("cat,dog")
+    # One string is a comma-separated list of classes (transformers' zero-shot convention), '|' separates synonyms.
+    from_string = Vocabulary.from_labels("cat|kitty, grass,sky", stuff_labels="grass,sky")
+    assert from_string == vocabulary
+    assert Vocabulary.from_labels(["cat|kitty", "grass", "sky"], stuff_labels=["grass", "sky"]) == vocabulary
+    assert Vocabulary.from_labels("sky", stuff_labels="sky").class_names == [["sky"]]
+    with pytest.raises(VocabularyError, match="must be a list of class names or a comma-separated string"):
+        Vocabulary.from_labels(3)
+    with pytest.raises(VocabularyError, match=r"candidate_labels\[0\]: 'cat\|kitty,tabby' mixes"):
+        Vocabulary.from_labels(["cat|kitty,tabby"])

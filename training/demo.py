@@ -48,6 +48,7 @@ def main(argv: list[str], prog: str = "possam demo") -> int:
     from transformers import set_seed
 
     from .. import PosSamModel, possam_preset
+    from ..model_card import save_results
     from ..processing import PosSamProcessor, embed_default_vocabulary
     from .collator import PosSamDataCollator
     from .coco_panoptic import load_coco_panoptic
@@ -103,6 +104,7 @@ def main(argv: list[str], prog: str = "possam demo") -> int:
     model_dir = os.path.join(args.output_dir, "model")
     model.config.training_vocabulary = vocabulary.entries
     embed_default_vocabulary(model, processor, vocabulary)
+    save_results(model_dir, after, f"{len(val)} held-out synthetic images")  # reported by the model card
     model.save_pretrained(model_dir)
     processor.save_pretrained(model_dir)
 
