@@ -95,6 +95,15 @@ class DataArguments:
     )
 
 
+def evaluation_data_name(data_args: DataArguments) -> str | None:
+    """What the evaluation split is called in results and model cards: the dataset and split, or the annotation file."""
+    if data_args.eval_annotations:
+        return os.path.basename(data_args.eval_annotations)
+    if data_args.dataset_name and data_args.eval_split:
+        return f"{data_args.dataset_name.rstrip('/').split('/')[-1]} ({data_args.eval_split})"
+    return None
+
+
 def read_config_file(path: str) -> dict:
     """A JSON or YAML file of argument values."""
     if not os.path.isfile(path):

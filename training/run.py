@@ -12,7 +12,7 @@ from transformers import set_seed
 from .. import PosSamModel, possam_preset
 from ..model_card import TRAINING_ARGS_NAME, save_results, tower_parameter_counts, write_model_card
 from ..processing import PosSamProcessor, embed_default_vocabulary
-from .arguments import DataArguments, ModelArguments
+from .arguments import DataArguments, ModelArguments, evaluation_data_name
 from .coco_panoptic import load_coco_panoptic
 from .checkpoint_checks import check_resume_checkpoint
 from .collator import PosSamDataCollator
@@ -142,7 +142,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: P
         eval_metrics = trainer.evaluate()
         metrics.update(eval_metrics)
         if trainer.is_world_process_zero():
-            save_results(output_dir, eval_metrics, os.path.basename(data_args.eval_annotations))
+            save_results(output_dir, eval_metrics, evaluation_data_name(data_args))
             write_model_card(output_dir, model.config, tower_parameter_counts(model))
     return metrics
 
