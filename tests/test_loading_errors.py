@@ -175,3 +175,13 @@ def test_resume_from_a_damaged_checkpoint_names_the_file(
     line = one_error_line(capsys, "possam train")
     assert line.startswith(f"possam train: error: {target}: ") and expected in line
     assert not (tmp_path / "resumed").exists()
+
+
+def test_evaluate_checks_its_output_file_before_loading_anything(tmp_path, capsys):
+    target = tmp_path / "missing-folder" / "metrics.json"
+    code = possam_main(["evaluate", "--model_name_or_path", str(tmp_path / "no-model"), "--eval_annotations", "a.json",
+                        "--eval_images", ".", "--output_json", str(target)])
+    assert code == 1
+    assert one_error_line(capsys, "possam evaluate") == (
+        f"possam evaluate: error: cannot write {str(target)!r}: folder {str(target.parent)!r} does not exist."
+    )
