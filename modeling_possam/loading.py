@@ -56,7 +56,11 @@ def load_pretrained(load, name_or_path, strict: bool = True, **kwargs):
     """
     folder = local_checkpoint_folder(name_or_path)
     if folder is not None:
-        check_checkpoint_folder(folder / kwargs.get("subfolder", ""), check_weights=_uses_default_weight_files(kwargs))
+        check_checkpoint_folder(
+            folder / kwargs.get("subfolder", ""),
+            check_config=kwargs.get("config") is None,  # a config given by the caller replaces config.json
+            check_weights=_uses_default_weight_files(kwargs),
+        )
     want_info = kwargs.pop("output_loading_info", False)
     allow_mismatched = kwargs.pop("ignore_mismatched_sizes", False) or not strict
     source = os.fspath(name_or_path)
@@ -98,9 +102,33 @@ def local_checkpoint_folder(name_or_path) -> Path | None:
     return None
 
 
-def check_checkpoint_folder(folder: Path, check_weights: bool = True) -> None:
+def check_checkpoint_folder(folder: Path, check_config: bool = True, check_weights: bool = True) -> None:
     """Fails on a folder that cannot hold a PosSAM checkpoint: no or unreadable `config.json`, another architecture,
-    invalid config values, no weights file, or a safetensors file whose header or length is damaged (read without loading any tensor)."""
+    invalid config values, no weights file, or a safetensors file whose header or length is damaged (read without
+    loading any tensor)."""
+    if check_config:
+        _check_config_file(folder)
+    if not check_weights:
+        return
+    present = [name for name in SAFE_WEIGHTS_FILES + PICKLE_WEIGHTS_FILES if (folder / name).is_file()]
+    if not present:
+        raise ModelLoadError(
+            f"{folder}: no weights file in this folder (expected model.safetensors); it holds only "
+            f"{sorted(entry.name for entry in folder.iterdir())}."
+        )
+    path = folder / present[0]  # transformers reads the first weights file present only
+    if path.name.endswith(".index.json"):
+        try:
+            shards = sorted(set(json.loads(path.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
+            raise ModelLoadError(f"{path}: not a readable weights index ({_one_line(error)}).") from None
+        for shard in shards:
+            check_weights_file(folder / shard)
+    else:
+        check_weights_file(path)
+
+
+def _check_config_file(folder: Path) -> None:
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise ModelLoadError(
@@ -119,26 +147,6 @@ def check_checkpoint_folder(folder: Path, check_weights: bool = True) -> None:
         PosSamConfig.from_dict(config)
     except StrictDataclassError as error:  # a value that PosSamConfig's validators refuse
         raise ModelLoadError(f"{config_path}: invalid config: {_one_line(error.__cause__ or error)}") from None
-    if not check_weights:
-        return
-    present = [name for name in SAFE_WEIGHTS_FILES + PICKLE_WEIGHTS_FILES if (folder / name).is_file()]
-    if not present:
-        raise ModelLoadError(
-            f"{folder}: no weights file in this folder (expected model.safetensors); it holds only "
-            f"{sorted(entry.name for entry in folder.iterdir())}."
-        )
-    for name in present:
-        path = folder / name
-        if name.endswith(".index.json"):
-            try:
-                shards = sorted(set(json.loads(path.read_text(encoding="utf-8"))["weight_map"].values()))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
-                raise ModelLoadError(f"{path}: not a readable weights index ({_one_line(error)}).") from None
-            for shard in shards:
-                check_weights_file(folder / shard)
-        else:
-            check_weights_file(path)
-        break  # transformers reads the first weights file present only
 
 
 def check_weights_file(path: Path) -> None:
