@@ -23,7 +23,8 @@ import pickle
 import zipfile
 from pathlib import Path
 
-from huggingface_hub.errors import StrictDataclassError
+import huggingface_hub
+from huggingface_hub.errors import HfHubHTTPError, StrictDataclassError
 from safetensors import SafetensorError, safe_open
 
 from .checkpoint_io import looks_like_local_path
@@ -61,6 +62,8 @@ def load_pretrained(load, name_or_path, strict: bool = True, **kwargs):
             check_config=kwargs.get("config") is None,  # a config given by the caller replaces config.json
             check_weights=_uses_default_weight_files(kwargs),
         )
+    else:
+        check_hub_reachable(os.fspath(name_or_path), kwargs)
     want_info = kwargs.pop("output_loading_info", False)
     allow_mismatched = kwargs.pop("ignore_mismatched_sizes", False) or not strict
     source = os.fspath(name_or_path)
@@ -100,6 +103,25 @@ def local_checkpoint_folder(name_or_path) -> Path | None:
     if looks_like_local_path(text) or (len(Path(text).parts) > 1 and Path(first).is_dir()):
         raise ModelLoadError(f"{text}: no such model folder{_suggestion(path)}.")
     return None
+
+
+def check_hub_reachable(repo_id: str, kwargs: dict) -> None:
+    """For a Hub id that is neither cached nor to be read offline: one quick request, so that an unreachable Hub is
+    reported in seconds rather than after transformers' ~30 s of retries. Any answer from the Hub (found, not found,
+    gated) lets transformers load as usual."""
+    if kwargs.get("local_files_only") or huggingface_hub.constants.HF_HUB_OFFLINE:
+        return
+    if isinstance(huggingface_hub.try_to_load_from_cache(repo_id, "config.json", revision=kwargs.get("revision")), str):
+        return  # cached: transformers can load it without the network
+    try:
+        huggingface_hub.model_info(repo_id, revision=kwargs.get("revision"), token=kwargs.get("token"), timeout=10)
+    except HfHubHTTPError:
+        return  # the Hub answered
+    except Exception as error:  # no answer: DNS, connection or timeout failure of the HTTP client
+        raise ModelLoadError(
+            f"{repo_id}: no such local folder, and the Hugging Face Hub cannot be reached to load it as a Hub id "
+            f"({_one_line(error)})."
+        ) from None
 
 
 def check_checkpoint_folder(folder: Path, check_config: bool = True, check_weights: bool = True) -> None:
