@@ -209,9 +209,10 @@ def checkpoint_card(checkpoint: str, results_path: str | None, model_name: str, 
     if results_path:
         with open(results_path, encoding="utf-8") as handle:
             measured = json.load(handle)
-        values = {name: measured.get(f"eval_{name}") for name, _ in METRICS}
+        # `possam evaluate` names its metrics in lowercase snake case: eval_pq, eval_map, eval_miou, ...
+        values = {name: measured.get(f"eval_{name.lower()}") for name, _ in METRICS}
         if all(value is None for value in values.values()):
-            raise ValueError(f"{results_path} holds no eval_PQ / eval_SQ / eval_RQ / eval_mAP / eval_mIoU values.")
+            raise ValueError(f"{results_path} holds no eval_pq / eval_sq / eval_rq / eval_map / eval_miou values.")
         if not eval_dataset:
             raise ValueError("--eval-dataset must name the data the results were measured on.")
         results.append(model_index_entry(model_name, "custom", eval_dataset, "validation", values, None))

@@ -59,8 +59,8 @@ def test_trained_checkpoint_card_reports_its_own_measurements(synthetic_splits, 
     metadata = front_matter(card)
     result = metadata["model-index"][0]["results"][0]
     assert "source" not in result and result["dataset"]["name"] == "synthetic shapes val"
-    expected = {name: round(measured[f"eval_{name}"], 2) for name in ("PQ", "SQ", "RQ", "mAP", "mIoU")
-                if measured[f"eval_{name}"] == measured[f"eval_{name}"]}
+    expected = {name: round(measured[f"eval_{name.lower()}"], 2) for name in ("PQ", "SQ", "RQ", "mAP", "mIoU")
+                if measured[f"eval_{name.lower()}"] == measured[f"eval_{name.lower()}"]}
     assert {metric["name"]: metric["value"] for metric in result["metrics"]} == expected
     assert "Reported by the PosSAM paper" not in card and "measured on this checkpoint" in card
     assert "2 steps, batch 2 per device" in card and "5 training classes" in card
@@ -71,5 +71,5 @@ def test_checkpoint_card_rejects_results_without_metrics(tmp_path):
 
     possam_preset("tiny").save_pretrained(tmp_path / "model")
     (tmp_path / "bad.json").write_text(json.dumps({"train_loss": 1.0}))
-    with pytest.raises(ValueError, match="holds no eval_PQ"):
+    with pytest.raises(ValueError, match="holds no eval_pq"):
         render_model_card.checkpoint_card(str(tmp_path / "model"), str(tmp_path / "bad.json"), "m", "data", "val")
