@@ -74,6 +74,19 @@ def test_train_then_evaluate_from_the_command_line(synthetic_splits, tmp_path, c
     assert "eval_pq_seen" not in metrics  # no --seen_classes
     assert json.loads(capsys.readouterr().out) == metrics
 
+    # Two ensemble modes on the same forward passes (geometric reads the saved training_vocabulary), and seen/unseen
+    # classes by name.
+    seen = ",".join(entry.split(",")[0] for entry in val.vocabulary.entries[:2])
+    assert possam_main([
+        "evaluate", "--model_name_or_path", str(output_dir), "--eval_annotations", val.json_path,
+        "--eval_images", val.image_dir, "--output_json", str(metrics_file), "--ensemble_mode", "mase,geometric",
+        "--seen_classes", seen,
+    ]) == 0
+    ablation = json.loads(metrics_file.read_text())
+    for mode in ("mase", "geometric"):
+        assert {f"eval_{mode}_{name}" for name in ("pq", "pq_seen", "pq_unseen", "map", "miou")} <= set(ablation)
+    assert ablation["eval_mase_miou"] == pytest.approx(metrics["eval_miou"])  # mase is the config's default mode
+
 
 def test_resume_from_checkpoint_flag(synthetic_splits, tmp_path):
     output_dir = tmp_path / "run"
