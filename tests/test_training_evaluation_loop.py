@@ -29,7 +29,7 @@ from possam.training import (
     evaluate_panoptic,
     load_coco_panoptic,
 )
-from possam.training.checkpoints import last_complete_checkpoint
+from possam.training.checkpoint_checks import last_complete_checkpoint
 
 
 PANOPTIC_KEYS = {f"{metric}{group}" for metric in ("pq", "sq", "rq") for group in ("", "_things", "_stuff", "_seen", "_unseen")}
@@ -164,7 +164,7 @@ def test_resume_last_skips_a_partial_newer_checkpoint(synthetic_splits, tmp_path
     partial = output_dir / "checkpoint-3"
     shutil.copytree(output_dir / "checkpoint-2", partial)
     (partial / "optimizer.pt").unlink()
-    caplog.set_level(logging.INFO, logger="possam.training.checkpoints")
+    caplog.set_level(logging.INFO, logger="possam.training.checkpoint_checks")
     assert last_complete_checkpoint(str(output_dir)) == str(output_dir / "checkpoint-2")
     assert "Skipping the partial checkpoint" in caplog.text and "optimizer state" in caplog.text
     caplog.clear()
