@@ -293,6 +293,9 @@ class PosSamConfig(SavesRemoteCode, PreTrainedConfig):
     """
 
     model_type = "possam"
+    # Output fields transformers' Trainer leaves out of the predictions it hands to `compute_metrics` (loss
+    # components, intermediate predictions, features): what remains is what post-processing reads.
+    keys_to_ignore_at_inference = ["loss_dict", "auxiliary_predictions", "image_features", "mask_features"]
     sub_configs_defaults = {
         "sam_vision_config": SamVisionConfig,
         "clip_config": PosSamClipConfig,

@@ -124,4 +124,4 @@ def test_demo_model_has_a_card_with_its_measured_quality(tmp_path):
     metadata = front_matter(card)
     assert "base_model" not in metadata and "randomly initialized" in card
     metrics = {m["name"]: m["value"] for m in metadata["model-index"][0]["results"][0]["metrics"]}
-    assert metrics == {"PQ": summary["panoptic_quality_after"]["PQ"], "mIoU": summary["panoptic_quality_after"]["mIoU"]}
+    assert metrics == {"PQ": summary["panoptic_quality_after"]["pq"], "mIoU": summary["panoptic_quality_after"]["miou"]}
