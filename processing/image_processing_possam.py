@@ -282,6 +282,19 @@ class PosSamImageProcessor(PilBackend):
             reshaped_input_sizes=reshaped_input_sizes,
         )
 
+    def post_process_prompt_segmentation(
+        self, outputs, labels, mask_threshold: float = 0.0, target_sizes=None, reshaped_input_sizes=None
+    ) -> list[list[dict]]:
+        """See [`possam.processing.postprocessing.post_process_prompt_segmentation`]; S is this processor's size."""
+        return postprocessing.post_process_prompt_segmentation(
+            outputs,
+            labels,
+            mask_threshold=mask_threshold,
+            target_sizes=target_sizes,
+            padded_size=self.padded_size,
+            reshaped_input_sizes=reshaped_input_sizes,
+        )
+
     def post_process_semantic_segmentation(
         self, outputs, target_sizes=None, reshaped_input_sizes=None
     ) -> list[torch.Tensor]:
