@@ -167,6 +167,8 @@ def sam_vision_config_from_state_dict(
         "num_hidden_layers": len(block_ids),
         "mlp_dim": tensor("blocks.0.mlp.lin1.weight").shape[0],
         "output_channels": tensor("neck.0.weight").shape[0],
+        # SAM's positional encoding of prompts and of the embedding grid has half the neck's channels per sin/cos.
+        "num_pos_feats": tensor("neck.0.weight").shape[0] // 2,
         "qkv_bias": prefix + "blocks.0.attn.qkv.bias" in state_dict,
         "use_abs_pos": use_abs_pos,
         "use_rel_pos": use_rel_pos,

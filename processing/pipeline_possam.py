@@ -15,6 +15,7 @@ once by the model (both cache it), however many images or batches it is used for
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import PIL.Image
@@ -24,6 +25,7 @@ from transformers.pipelines import PIPELINE_REGISTRY, Pipeline
 from ..configuration.vocabulary import Vocabulary
 from ..mase import ENSEMBLE_MODES, seen_class_mask
 from .processing_possam import PosSamProcessor, resolve_vocabulary
+from .prompt_inputs import prepare_prompts
 
 TASK = "open-vocab-panoptic"
 SUBTASKS = ("panoptic", "instance", "semantic")
@@ -50,6 +52,28 @@ class _NoDefaultModel(Mapping):
 
     def __len__(self) -> int:
         return 1
+
+
+@dataclass
+class _PromptedImage:
+    """One pipeline input with its click/box prompts, in the image's pixels."""
+
+    image: object
+    points: list | None
+    boxes: list | None
+
+
+def _prompts_per_image(name: str, prompts, images: list) -> list:
+    """`points=` / `boxes=` for a list of images: one list of prompts (or None) per image."""
+    if prompts is None:
+        return [None] * len(images)
+    if not isinstance(prompts, (list, tuple)) or len(prompts) != len(images) or not all(
+        entry is None or isinstance(entry, (list, tuple)) for entry in prompts
+    ):
+        raise ValueError(
+            f"{name}= with {len(images)} images must hold one list of prompts per image (or None), got {prompts!r}."
+        )
+    return list(prompts)
 
 
 def _mask_image(mask: torch.Tensor | np.ndarray) -> PIL.Image.Image:
@@ -116,6 +140,13 @@ class OpenVocabPanopticPipeline(Pipeline):
                 is the k-th class present, in label-id order.
             batch_size (`int`, *optional*): images per model call for list inputs.
             timeout (`float`, *optional*): seconds to wait when fetching an image URL.
+            points (`list[tuple[float, float]]`, *optional*): promptable segmentation: clicks (x, y) in the image's
+                pixels, one mask per click; for a list of images, one such list (or None) per image.
+            boxes (`list[tuple[float, float, float, float]]`, *optional*): boxes (x0, y0, x1, y1), one mask each.
+                With `points` and/or `boxes` the result is, per prompt (points first, then boxes), `{"mask", "label",
+                "score", "iou_score"}`: SAM's mask for the prompt (the best of its three candidates by SAM's predicted
+                IoU, `iou_score`), named over the vocabulary (`score`: the label's probability). The image's encoders
+                run once for all its prompts.
         """
         if "images" in kwargs:
             if inputs is not None:
@@ -123,6 +154,17 @@ class OpenVocabPanopticPipeline(Pipeline):
             inputs = kwargs.pop("images")
         if inputs is None:
             raise ValueError(f"The {TASK!r} pipeline needs images: pipe(image_or_list_of_images, ...).")
+        points, boxes = kwargs.pop("points", None), kwargs.pop("boxes", None)
+        if points is not None or boxes is not None:
+            if isinstance(inputs, (list, tuple)):
+                inputs = [
+                    _PromptedImage(image, image_points, image_boxes)
+                    for image, image_points, image_boxes in zip(
+                        inputs, _prompts_per_image("points", points, inputs), _prompts_per_image("boxes", boxes, inputs)
+                    )
+                ]
+            else:
+                inputs = _PromptedImage(inputs, points, boxes)
         return super().__call__(inputs, **kwargs)
 
     # ------------------------------------------------------------------ parameters
@@ -202,6 +244,9 @@ class OpenVocabPanopticPipeline(Pipeline):
     # ------------------------------------------------------------------ the three stages
 
     def preprocess(self, image, timeout: float | None = None) -> dict[str, torch.Tensor]:
+        prompted = image if isinstance(image, _PromptedImage) else None
+        if prompted is not None:
+            image = prompted.image
         if isinstance(image, str) and image.startswith(("http://", "https://")):
             from transformers.image_utils import load_image
 
@@ -212,11 +257,22 @@ class OpenVocabPanopticPipeline(Pipeline):
                 f"One pipeline input held {inputs['pixel_values'].shape[0]} images (a 4-D array or tensor, or a "
                 "tuple); pass a list of images instead so that each gets its own result."
             )
-        return {
+        model_inputs = {
             "pixel_values": inputs["pixel_values"].to(self.dtype),
             "original_sizes": inputs["original_sizes"],
             "reshaped_input_sizes": inputs["reshaped_input_sizes"],
         }
+        if prompted is not None:
+            # Each click is its own prompt; the processor maps image pixels to the model input.
+            model_inputs.update(
+                prepare_prompts(
+                    inputs["original_sizes"],
+                    inputs["reshaped_input_sizes"],
+                    input_points=None if not prompted.points else [[[point] for point in prompted.points]],
+                    input_boxes=None if not prompted.boxes else [list(prompted.boxes)],
+                )
+            )
+        return model_inputs
 
     def _forward(self, model_inputs, vocabulary: Vocabulary | None = None, ensemble_mode: str | None = None):
         text_inputs = {}
@@ -229,6 +285,8 @@ class OpenVocabPanopticPipeline(Pipeline):
         if (ensemble_mode or self.model.config.ensemble_mode) == "geometric":
             labels = (vocabulary or self.default_vocabulary()).entries
             seen_classes = seen_class_mask(labels, self._check_training_vocabulary())
+        if "input_points" in model_inputs or "input_boxes" in model_inputs:
+            return self._forward_prompts(model_inputs, text_inputs, ensemble_mode)
         outputs = self.model(
             pixel_values=model_inputs["pixel_values"],
             **text_inputs,
@@ -244,6 +302,28 @@ class OpenVocabPanopticPipeline(Pipeline):
             "reshaped_input_sizes": model_inputs["reshaped_input_sizes"],
         }
 
+    def _forward_prompts(self, model_inputs, text_inputs, ensemble_mode):
+        """Points, then boxes, each as one `segment_prompts` call on features computed once for the image."""
+        features = self.model.get_image_features(model_inputs["pixel_values"])
+        outputs = []
+        for prompts in (
+            {"input_points": model_inputs.get("input_points"), "input_labels": model_inputs.get("input_labels")},
+            {"input_boxes": model_inputs.get("input_boxes")},
+        ):
+            if all(value is None for value in prompts.values()):
+                continue
+            output = self.model.segment_prompts(features, **prompts, **text_inputs, ensemble_mode=ensemble_mode)
+            features = output.image_features
+            outputs.append(output)
+        return {
+            **{
+                key: torch.cat([output[key] for output in outputs], dim=1)
+                for key in ("pred_masks", "iou_scores", "class_probabilities")
+            },
+            "original_sizes": model_inputs["original_sizes"],
+            "reshaped_input_sizes": model_inputs["reshaped_input_sizes"],
+        }
+
     def postprocess(
         self,
         model_outputs,
@@ -255,6 +335,18 @@ class OpenVocabPanopticPipeline(Pipeline):
         return_panoptic_map: bool = False,
     ):
         vocabulary = vocabulary if vocabulary is not None else self.default_vocabulary()
+        if "pred_masks" in model_outputs:
+            prompts = self.processor.post_process_prompt_segmentation(
+                model_outputs,
+                vocabulary,
+                target_sizes=model_outputs["original_sizes"],
+                reshaped_input_sizes=model_outputs["reshaped_input_sizes"],
+            )[0]
+            return [
+                {"score": prompt["score"], "label": prompt["label"], "iou_score": prompt["iou_score"],
+                 "mask": _mask_image(prompt["mask"])}
+                for prompt in prompts
+            ]
         sizes = {
             "target_sizes": model_outputs["original_sizes"],
             "reshaped_input_sizes": model_outputs["reshaped_input_sizes"],

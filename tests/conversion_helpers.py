@@ -5,7 +5,8 @@ Both reference packages are installed with `--no-deps` (tests/requirements-refer
 torchvision, which does not work with the CPU torch wheel. Neither needs it for what the tests use:
 
 - segment-anything's package `__init__` imports its predictor (torchvision transforms); the tests import
-  `segment_anything.modeling` under a bare package module that skips that `__init__`.
+  `segment_anything.modeling` under a bare package module that skips that `__init__`, and the predictor itself behind
+  the torchvision placeholder below (its torchvision resize is never called).
 - OpenCLIP and timm import torchvision at import time only for image transforms and a frozen BatchNorm the tests never
   use; a placeholder `torchvision` is importable just while they are imported, then removed again so nothing else
   (transformers in particular) ever sees it.
@@ -88,6 +89,16 @@ def _torchvision_placeholder():
         sys.meta_path.remove(finder)
         for name in [name for name in sys.modules if name == "torchvision" or name.startswith("torchvision.")]:
             del sys.modules[name]
+
+
+def import_sam_predictor() -> type:
+    """Meta's `SamPredictor`. Its module imports torchvision's resize for `set_image`; the tests call only
+    `set_torch_image` (an already resized image) and `predict`, which need torch and numpy alone."""
+    if "segment_anything.predictor" not in sys.modules:
+        import_segment_anything("modeling")
+        with _torchvision_placeholder():
+            importlib.import_module("segment_anything.predictor")
+    return sys.modules["segment_anything.predictor"].SamPredictor
 
 
 def import_open_clip() -> types.ModuleType:
