@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("possam.training.evaluate_cli", "PQ / mask AP / mIoU of a checkpoint on a panoptic split"),
     "prepare-ade20k": ("possam.training.ade20k_cli", "convert ADE20K (semantic + instance PNGs) to COCO panoptic format"),
     "predict": ("possam.processing.predict_cli", "segment images with any class names: overlay, panoptic PNG, JSON"),
+    "app": ("possam.processing.app", "web demo: upload, type class names, look; click to segment a point (needs .[app])"),
 }
 
 
