@@ -3,7 +3,7 @@
 Masks come from the frozen SAM image encoder through a feature pyramid, Mask2Former's pixel decoder and its
 masked-attention decoder; each mask is named by Local Discriminative Pooling (LDP) against CLIP text embeddings of
 any vocabulary; an IoU head rates each mask; at inference the Mask-Aware Selective Ensemble (MASE) combines LDP with
-frozen CLIP's own region classification. This file only wires the parts together; each concept has its own module.
+frozen CLIP's own region classification (in post-processing: `processing/mase.py`). This file only wires the parts together; each concept has its own module.
 
     pixels -> SAM (frozen) -> FPN -> pixel decoder -> masked-attention decoder -> masks, query states
     pixels -> CLIP vision (frozen) --------------------------------> dense features --+
@@ -36,7 +36,6 @@ from .fpn import PosSamFeaturePyramid
 from .heads import PosSamIouHead
 from .ldp import PosSamLocalDiscriminativePooling
 from .loss import PosSamLoss
-from .mase import ensemble_class_probabilities
 from .mask_pooling import mask_pool, pooling_weights
 from .outputs import (
     PosSamDecoderOutput,
@@ -289,7 +288,6 @@ class PosSamModel(PosSamPreTrainedModel):
         synonym_to_class: torch.LongTensor | None = None,
         synonym_embeddings: torch.FloatTensor | None = None,
         multimask_output: bool = True,
-        ensemble_mode: str | None = None,
     ) -> PosSamPromptOutput:
         r"""Masks for point and box prompts from SAM's own (frozen) prompt encoder and mask decoder, each named over an
         open vocabulary by PosSAM's classifier (see `possam.prompt_regions`). Works on cached image features: neither
@@ -306,7 +304,9 @@ class PosSamModel(PosSamPreTrainedModel):
             input_ids, attention_mask, prompt_to_synonym, synonym_to_class, synonym_embeddings: the vocabulary, as in
                 `forward`; the model's default vocabulary without them.
             multimask_output (`bool`, defaults to `True`): SAM's three candidate masks per prompt, else one.
-            ensemble_mode (`str`, *optional*): overrides `config.ensemble_mode` for the class probabilities.
+
+        The class ensemble, as for panoptic outputs, is post-processing (`post_process_prompt_segmentation`, with SAM's
+        predicted IoU in place of PosSAM's).
         """
         points, labels, boxes = self._check_prompts(image_features, input_points, input_labels, input_boxes)
         text = self._text_embeddings(input_ids, attention_mask, prompt_to_synonym, synonym_to_class, synonym_embeddings)
@@ -323,15 +323,12 @@ class PosSamModel(PosSamPreTrainedModel):
                 regions, size=queries.mask_features.shape[-2:], mode="bilinear", align_corners=False
             )
         class_logits, clip_logits = self._classify_regions(regions, queries, image_features.clip_image_features, text)
-        flat_iou = iou_scores.flatten(1).clamp(0, 1)
-        class_probabilities = ensemble_class_probabilities(class_logits, clip_logits, flat_iou, self.config, ensemble_mode)
         per_prompt = (batch_size, num_prompts, num_masks, -1)
         return PosSamPromptOutput(
             pred_masks=pred_masks,
             iou_scores=iou_scores,
             class_queries_logits=class_logits.view(per_prompt),
             clip_logits=clip_logits.view(per_prompt),
-            class_probabilities=class_probabilities.view(per_prompt),
             image_features=image_features,
         )
 
@@ -440,8 +437,6 @@ class PosSamModel(PosSamPreTrainedModel):
         mask_labels: list[torch.Tensor] | None = None,
         class_labels: list[torch.LongTensor] | None = None,
         ignore_mask: torch.Tensor | list[torch.Tensor] | None = None,
-        seen_classes: torch.BoolTensor | None = None,
-        ensemble_mode: str | None = None,
         output_auxiliary_logits: bool | None = None,
         output_image_features: bool | None = None,
         output_hidden_states: bool | None = None,
@@ -463,9 +458,8 @@ class PosSamModel(PosSamPreTrainedModel):
             mask_labels (`list[(num_segments_i, S, S)]`, *optional*): binary ground-truth masks per image.
             class_labels (`list[(num_segments_i,)]`, *optional*): their class indices into this call's vocabulary.
             ignore_mask (`(batch, S, S)` or list, *optional*): True on pixels the losses ignore (crowd, void).
-            seen_classes (`(C,)` bool, *optional*): classes seen in training, for `ensemble_mode="geometric"`.
-            ensemble_mode (`str`, *optional*): overrides `config.ensemble_mode` for this call.
-            output_auxiliary_logits (`bool`, *optional*): also return every intermediate prediction at inference.
+            output_auxiliary_logits (`bool`, *optional*): also return every intermediate prediction (they are computed
+                for the loss in training anyway; the output's fields do not depend on train/eval mode).
             output_image_features (`bool`, *optional*): return the frozen towers' features for reuse.
             output_hidden_states (`bool`, *optional*): return the pixel decoder's `mask_features`.
             original_sizes, reshaped_input_sizes (*optional*): accepted so an image processor's whole output can be
@@ -480,7 +474,7 @@ class PosSamModel(PosSamPreTrainedModel):
 
         pyramid = self.fpn(image_features.sam_image_embeddings)
         pixel_decoder_output = self.pixel_decoder(list(pyramid))
-        supervise_all = self.config.use_auxiliary_loss and (self.training or labels_given)
+        supervise_all = self.config.use_auxiliary_loss and labels_given
         return_all = supervise_all or bool(output_auxiliary_logits)
         decoded = self.transformer_decoder(
             pixel_decoder_output.multi_scale_features,
@@ -505,13 +499,6 @@ class PosSamModel(PosSamPreTrainedModel):
             loss_dict = self.criterion(supervised, mask_labels, class_labels, valid_mask)
             loss = self.criterion.total(loss_dict)
 
-        class_probabilities, mask_scores = None, None
-        if not self.training:
-            class_probabilities = ensemble_class_probabilities(
-                final["class_queries_logits"], clip_logits, final["iou_scores"], self.config, ensemble_mode, seen_classes
-            )
-            mask_scores = final["iou_scores"] ** self.config.iou_score_exponent
-
         default_vocabulary = input_ids is None and synonym_embeddings is None
         auxiliary = tuple({k: v for k, v in p.items() if k != "clip_region_embeddings"} for p in predictions[:-1])
         return PosSamOutput(
@@ -521,10 +508,8 @@ class PosSamModel(PosSamPreTrainedModel):
             masks_queries_logits=final["masks_queries_logits"],
             iou_scores=final["iou_scores"],
             clip_logits=clip_logits,
-            class_probabilities=class_probabilities,
-            mask_scores=mask_scores,
             vocabulary_is_thing=self._default_is_thing(final["class_queries_logits"]) if default_vocabulary else None,
-            auxiliary_predictions=auxiliary if return_all else None,
+            auxiliary_predictions=auxiliary if output_auxiliary_logits else None,
             image_features=self._with_panoptic_queries(
                 image_features, decoded.mask_features, decoded.query_states[-1], final["masks_queries_logits"],
                 clip_region_embeddings,

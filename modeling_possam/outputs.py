@@ -120,6 +120,10 @@ class PosSamDecoderOutput(ModelOutput):
 class PosSamOutput(ModelOutput):
     """Output of [`PosSamModel`]. C is the number of classes of the vocabulary of this call, K the number of queries.
 
+    The fields are the same in train and eval mode. The class ensemble (MASE) that turns `class_queries_logits`,
+    `clip_logits` and `iou_scores` into class probabilities is post-processing (`ensemble_mode` of
+    `post_process_*_segmentation`), so one forward pass serves every ensemble mode.
+
     Args:
         loss (`torch.FloatTensor` of shape `()`, *optional*):
             Weighted sum of all losses (all decoder predictions when deep supervision is on), when labels are given.
@@ -134,17 +138,12 @@ class PosSamOutput(ModelOutput):
             Predicted IoU of each mask with its object, in [0, 1].
         clip_logits (`torch.FloatTensor` of shape `(batch_size, K, C)`):
             Out-of-vocabulary logits: the frozen CLIP's mask-pooled region embedding against the class texts.
-        class_probabilities (`torch.FloatTensor` of shape `(batch_size, K, C + 1)`, *optional*):
-            Inference only: class probabilities after the ensemble (`config.ensemble_mode`, MASE by default), each
-            class column scaled by (1 - void probability); the last column is the void probability.
-        mask_scores (`torch.FloatTensor` of shape `(batch_size, K)`, *optional*):
-            Inference only: how much each mask is trusted when ranking segments, `iou_scores ** iou_score_exponent`.
         vocabulary_is_thing (`torch.BoolTensor` of shape `(batch_size, C)`, *optional*):
             Thing flags of the classes when the model's default vocabulary was used (post-processing then knows which
             classes to merge as stuff); `None` for a vocabulary given by the caller.
         auxiliary_predictions (`tuple[dict[str, torch.FloatTensor]]`, *optional*):
             For each intermediate prediction (deep supervision): `class_queries_logits`, `masks_queries_logits`,
-            `iou_scores`. Present in training, or when asked with `output_auxiliary_logits=True`.
+            `iou_scores`. Present when asked with `output_auxiliary_logits=True`.
         image_features ([`PosSamImageFeatures`], *optional*):
             The frozen towers' features, when asked with `output_image_features=True`, to reuse for another vocabulary.
         mask_features (`torch.FloatTensor` of shape `(batch_size, mask_feature_size, height / 4, width / 4)`, *optional*):
@@ -157,8 +156,6 @@ class PosSamOutput(ModelOutput):
     masks_queries_logits: torch.FloatTensor | None = None
     iou_scores: torch.FloatTensor | None = None
     clip_logits: torch.FloatTensor | None = None
-    class_probabilities: torch.FloatTensor | None = None
-    mask_scores: torch.FloatTensor | None = None
     vocabulary_is_thing: torch.BoolTensor | None = None
     auxiliary_predictions: tuple[dict[str, torch.FloatTensor], ...] | None = None
     image_features: PosSamImageFeatures | None = None
@@ -180,9 +177,9 @@ class PosSamPromptOutput(ModelOutput):
         class_queries_logits (`torch.FloatTensor` of shape `(batch_size, P, M, C + 1)`):
             In-vocabulary (LDP) logits of each mask, void last.
         clip_logits (`torch.FloatTensor` of shape `(batch_size, P, M, C)`):
-            Out-of-vocabulary logits: CLIP's mask-pooled region embedding against the class texts.
-        class_probabilities (`torch.FloatTensor` of shape `(batch_size, P, M, C + 1)`):
-            The two ensembled as in [`PosSamOutput`] (`ensemble_mode`, SAM's IoU in place of PosSAM's), void last.
+            Out-of-vocabulary logits: CLIP's mask-pooled region embedding against the class texts. Post-processing
+            (`post_process_prompt_segmentation`) ensembles the two as for panoptic outputs, SAM's IoU in place of
+            PosSAM's.
         image_features ([`PosSamImageFeatures`]):
             The image's features with its decoder queries filled in: pass them to the next `segment_prompts` call.
     """
@@ -191,5 +188,4 @@ class PosSamPromptOutput(ModelOutput):
     iou_scores: torch.FloatTensor | None = None
     class_queries_logits: torch.FloatTensor | None = None
     clip_logits: torch.FloatTensor | None = None
-    class_probabilities: torch.FloatTensor | None = None
     image_features: PosSamImageFeatures | None = None

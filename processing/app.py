@@ -107,6 +107,7 @@ class PosSamDemo:
         result = self.processor.post_process_panoptic_segmentation(
             outputs,
             vocabulary,
+            config=self.model.config,
             target_sizes=session.image_inputs["original_sizes"],
             reshaped_input_sizes=session.image_inputs["reshaped_input_sizes"],
         )[0]
@@ -155,6 +156,7 @@ class PosSamDemo:
         result = self.processor.post_process_prompt_segmentation(
             output,
             session.vocabulary,
+            config=self.model.config,
             target_sizes=session.image_inputs["original_sizes"],
             reshaped_input_sizes=session.image_inputs["reshaped_input_sizes"],
         )[0][0]

@@ -243,6 +243,9 @@ class PosSamImageProcessor(PilBackend):
         label_ids_to_fuse: Iterable[int] | None = None,
         target_sizes=None,
         reshaped_input_sizes=None,
+        ensemble_mode: str | None = None,
+        seen_classes: torch.Tensor | None = None,
+        config=None,
     ) -> list[dict]:
         """See [`possam.processing.postprocessing.post_process_panoptic_segmentation`]; S is this processor's size."""
         return postprocessing.post_process_panoptic_segmentation(
@@ -254,6 +257,9 @@ class PosSamImageProcessor(PilBackend):
             target_sizes=target_sizes,
             padded_size=self.padded_size,
             reshaped_input_sizes=reshaped_input_sizes,
+            ensemble_mode=ensemble_mode,
+            seen_classes=seen_classes,
+            config=config,
         )
 
     def post_process_instance_segmentation(
@@ -267,6 +273,9 @@ class PosSamImageProcessor(PilBackend):
         top_k: int = 100,
         stuff_label_ids: Iterable[int] | None = None,
         reshaped_input_sizes=None,
+        ensemble_mode: str | None = None,
+        seen_classes: torch.Tensor | None = None,
+        config=None,
     ) -> list[dict]:
         """See [`possam.processing.postprocessing.post_process_instance_segmentation`]; S is this processor's size."""
         return postprocessing.post_process_instance_segmentation(
@@ -280,10 +289,21 @@ class PosSamImageProcessor(PilBackend):
             stuff_label_ids=stuff_label_ids,
             padded_size=self.padded_size,
             reshaped_input_sizes=reshaped_input_sizes,
+            ensemble_mode=ensemble_mode,
+            seen_classes=seen_classes,
+            config=config,
         )
 
     def post_process_prompt_segmentation(
-        self, outputs, labels, mask_threshold: float = 0.0, target_sizes=None, reshaped_input_sizes=None
+        self,
+        outputs,
+        labels,
+        mask_threshold: float = 0.0,
+        target_sizes=None,
+        reshaped_input_sizes=None,
+        ensemble_mode: str | None = None,
+        seen_classes=None,
+        config=None,
     ) -> list[list[dict]]:
         """See [`possam.processing.postprocessing.post_process_prompt_segmentation`]; S is this processor's size."""
         return postprocessing.post_process_prompt_segmentation(
@@ -293,14 +313,29 @@ class PosSamImageProcessor(PilBackend):
             target_sizes=target_sizes,
             padded_size=self.padded_size,
             reshaped_input_sizes=reshaped_input_sizes,
+            ensemble_mode=ensemble_mode,
+            seen_classes=seen_classes,
+            config=config,
         )
 
     def post_process_semantic_segmentation(
-        self, outputs, target_sizes=None, reshaped_input_sizes=None
+        self,
+        outputs,
+        target_sizes=None,
+        reshaped_input_sizes=None,
+        ensemble_mode: str | None = None,
+        seen_classes: torch.Tensor | None = None,
+        config=None,
     ) -> list[torch.Tensor]:
         """See [`possam.processing.postprocessing.post_process_semantic_segmentation`]; S is this processor's size."""
         return postprocessing.post_process_semantic_segmentation(
-            outputs, target_sizes=target_sizes, padded_size=self.padded_size, reshaped_input_sizes=reshaped_input_sizes
+            outputs,
+            target_sizes=target_sizes,
+            padded_size=self.padded_size,
+            reshaped_input_sizes=reshaped_input_sizes,
+            ensemble_mode=ensemble_mode,
+            seen_classes=seen_classes,
+            config=config,
         )
 
 

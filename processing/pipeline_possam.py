@@ -23,7 +23,7 @@ import torch
 from transformers.pipelines import PIPELINE_REGISTRY, Pipeline
 
 from ..configuration.vocabulary import Vocabulary
-from ..mase import ENSEMBLE_MODES, seen_class_mask
+from .mase import check_ensemble_mode, geometric_seen_classes
 from .processing_possam import PosSamProcessor, resolve_vocabulary
 from .prompt_inputs import prepare_prompts
 
@@ -108,7 +108,6 @@ class OpenVocabPanopticPipeline(Pipeline):
                 f"The {TASK!r} pipeline needs a PosSamProcessor (processor=...), got {type(self.processor).__name__}. "
                 "Save one next to the model with processor.save_pretrained(model_dir)."
             )
-        # Ensembled class probabilities (what post-processing reads) exist in eval mode only.
         self.model.eval()
 
     def __call__(self, inputs=None, **kwargs):
@@ -133,7 +132,8 @@ class OpenVocabPanopticPipeline(Pipeline):
                 when it keeps less than this fraction of its own mask after overlaps are resolved.
             ensemble_mode (`str`, *optional*): overrides `config.ensemble_mode` (`"mase"`, `"geometric"`,
                 `"ldp_only"`, `"clip_only"`); `"geometric"` marks as seen the classes named in
-                `config.training_vocabulary`.
+                `config.training_vocabulary`. The ensemble is post-processing: the model's forward pass is the same
+                in every mode.
             return_panoptic_map (`bool`, *optional*, defaults to `False`): return the segment id map and
                 `segments_info` with the segments (see the class docstring). For `"instance"` the map holds the best
                 instance at each pixel while `segments` keep each instance's full mask; for `"semantic"` segment k
@@ -220,22 +220,12 @@ class OpenVocabPanopticPipeline(Pipeline):
         if return_panoptic_map is not None:
             postprocess["return_panoptic_map"] = bool(return_panoptic_map)
         if ensemble_mode is not None:
-            if ensemble_mode not in ENSEMBLE_MODES:
-                raise ValueError(f"ensemble_mode must be one of {ENSEMBLE_MODES}, got {ensemble_mode!r}.")
+            check_ensemble_mode(ensemble_mode)
             if ensemble_mode == "geometric":
-                self._check_training_vocabulary()
-            forward["ensemble_mode"] = ensemble_mode
+                # Fails now, before any image is read, when the model does not know its training classes.
+                geometric_seen_classes([], self.model.config.training_vocabulary)
+            postprocess["ensemble_mode"] = ensemble_mode
         return preprocess, forward, postprocess
-
-    def _check_training_vocabulary(self) -> list[str]:
-        training_vocabulary = self.model.config.training_vocabulary
-        if not training_vocabulary:
-            raise ValueError(
-                "ensemble_mode='geometric' decides which classes were seen in training by name, but this model's "
-                "config has no training_vocabulary. Use ensemble_mode='mase' (per-image, needs no names) or set "
-                "config.training_vocabulary to the class names the model was trained on."
-            )
-        return training_vocabulary
 
     def default_vocabulary(self) -> Vocabulary:
         """The model's own vocabulary (`config.vocabulary` with `config.vocabulary_is_thing`), used without labels."""
@@ -274,35 +264,27 @@ class OpenVocabPanopticPipeline(Pipeline):
             )
         return model_inputs
 
-    def _forward(self, model_inputs, vocabulary: Vocabulary | None = None, ensemble_mode: str | None = None):
+    def _forward(self, model_inputs, vocabulary: Vocabulary | None = None):
         text_inputs = {}
         if vocabulary is not None:
             text_inputs = self.processor.encode_vocabulary(vocabulary)
         elif not self.model.text_classifier.has_default_vocabulary:
             # No stored text embeddings: embed the default vocabulary's names like any other vocabulary (cached).
             text_inputs = self.processor.encode_vocabulary(self.default_vocabulary())
-        seen_classes = None
-        if (ensemble_mode or self.model.config.ensemble_mode) == "geometric":
-            labels = (vocabulary or self.default_vocabulary()).entries
-            seen_classes = seen_class_mask(labels, self._check_training_vocabulary())
         if "input_points" in model_inputs or "input_boxes" in model_inputs:
-            return self._forward_prompts(model_inputs, text_inputs, ensemble_mode)
-        outputs = self.model(
-            pixel_values=model_inputs["pixel_values"],
-            **text_inputs,
-            ensemble_mode=ensemble_mode,
-            seen_classes=seen_classes,
-        )
+            return self._forward_prompts(model_inputs, text_inputs)
+        outputs = self.model(pixel_values=model_inputs["pixel_values"], **text_inputs)
         # Only per-image tensors: the pipeline's batch iterator splits every value along its first dimension.
         return {
-            "class_probabilities": outputs.class_probabilities,
-            "mask_scores": outputs.mask_scores,
+            "class_queries_logits": outputs.class_queries_logits,
+            "clip_logits": outputs.clip_logits,
+            "iou_scores": outputs.iou_scores,
             "masks_queries_logits": outputs.masks_queries_logits,
             "original_sizes": model_inputs["original_sizes"],
             "reshaped_input_sizes": model_inputs["reshaped_input_sizes"],
         }
 
-    def _forward_prompts(self, model_inputs, text_inputs, ensemble_mode):
+    def _forward_prompts(self, model_inputs, text_inputs):
         """Points, then boxes, each as one `segment_prompts` call on features computed once for the image."""
         features = self.model.get_image_features(model_inputs["pixel_values"])
         outputs = []
@@ -312,13 +294,13 @@ class OpenVocabPanopticPipeline(Pipeline):
         ):
             if all(value is None for value in prompts.values()):
                 continue
-            output = self.model.segment_prompts(features, **prompts, **text_inputs, ensemble_mode=ensemble_mode)
+            output = self.model.segment_prompts(features, **prompts, **text_inputs)
             features = output.image_features
             outputs.append(output)
         return {
             **{
                 key: torch.cat([output[key] for output in outputs], dim=1)
-                for key in ("pred_masks", "iou_scores", "class_probabilities")
+                for key in ("pred_masks", "iou_scores", "class_queries_logits", "clip_logits")
             },
             "original_sizes": model_inputs["original_sizes"],
             "reshaped_input_sizes": model_inputs["reshaped_input_sizes"],
@@ -333,6 +315,7 @@ class OpenVocabPanopticPipeline(Pipeline):
         mask_threshold: float = 0.5,
         overlap_mask_area_threshold: float = 0.8,
         return_panoptic_map: bool = False,
+        ensemble_mode: str | None = None,
     ):
         vocabulary = vocabulary if vocabulary is not None else self.default_vocabulary()
         if "pred_masks" in model_outputs:
@@ -341,15 +324,19 @@ class OpenVocabPanopticPipeline(Pipeline):
                 vocabulary,
                 target_sizes=model_outputs["original_sizes"],
                 reshaped_input_sizes=model_outputs["reshaped_input_sizes"],
+                ensemble_mode=ensemble_mode,
+                config=self.model.config,
             )[0]
             return [
                 {"score": prompt["score"], "label": prompt["label"], "iou_score": prompt["iou_score"],
                  "mask": _mask_image(prompt["mask"])}
                 for prompt in prompts
             ]
-        sizes = {
+        options = {
             "target_sizes": model_outputs["original_sizes"],
             "reshaped_input_sizes": model_outputs["reshaped_input_sizes"],
+            "ensemble_mode": ensemble_mode,
+            "config": self.model.config,
         }
         if subtask == "panoptic":
             result = self.processor.post_process_panoptic_segmentation(
@@ -358,7 +345,7 @@ class OpenVocabPanopticPipeline(Pipeline):
                 threshold=threshold,
                 mask_threshold=mask_threshold,
                 overlap_mask_area_threshold=overlap_mask_area_threshold,
-                **sizes,
+                **options,
             )[0]
             segmentation, segments_info = result["segmentation"], result["segments_info"]
             masks = [segmentation == segment["id"] for segment in segments_info]
@@ -369,7 +356,7 @@ class OpenVocabPanopticPipeline(Pipeline):
                 threshold=threshold,
                 mask_threshold=mask_threshold,
                 return_binary_maps=True,
-                **sizes,
+                **options,
             )[0]
             segments_info, masks = result["segments_info"], list(result["segmentation"])
             # Where instances overlap, the map shows the best one (instances are sorted by decreasing score).
@@ -377,7 +364,7 @@ class OpenVocabPanopticPipeline(Pipeline):
             for segment, mask in reversed(list(zip(segments_info, masks))):
                 segmentation[mask.cpu()] = segment["id"]
         else:
-            label_map = self.processor.post_process_semantic_segmentation(model_outputs, vocabulary, **sizes)[0].cpu()
+            label_map = self.processor.post_process_semantic_segmentation(model_outputs, vocabulary, **options)[0].cpu()
             present = torch.unique(label_map).tolist()
             labels = vocabulary.labels
             segments_info = [

@@ -15,7 +15,8 @@ from ..configuration.configuration_possam import DEFAULT_PROMPT_TEMPLATES
 from ..configuration.vocabulary import SHIPPED_VOCABULARIES, Vocabulary, VocabularyError, load_vocabulary
 from .clip_tokenizer import CLIP_CONTEXT_LENGTH, clean_prompt, load_clip_tokenizer
 from .image_processing_possam import PosSamImageProcessor
-from .postprocessing import read_predictions
+from .mase import geometric_seen_classes
+from .postprocessing import num_classes_of
 from .prompt_inputs import prepare_prompts
 
 
@@ -200,12 +201,23 @@ class PosSamProcessor(ProcessorMixin):
 
     @staticmethod
     def _check_classes(outputs, vocabulary: Vocabulary):
-        num_classes = read_predictions(outputs).num_classes
+        num_classes = num_classes_of(outputs)
         if num_classes != len(vocabulary):
             raise ValueError(
                 f"The model output has {num_classes} classes but the vocabulary has {len(vocabulary)}; post-process "
                 "with the vocabulary the model was run with."
             )
+
+    @staticmethod
+    def _ensemble_options(vocabulary: Vocabulary, ensemble_mode, config, training_vocabulary) -> dict:
+        """The image processor's ensemble arguments; `"geometric"` marks as seen the vocabulary's classes named in
+        `training_vocabulary` (default `config.training_vocabulary`)."""
+        options = {"ensemble_mode": ensemble_mode, "config": config}
+        if (ensemble_mode or getattr(config, "ensemble_mode", None)) == "geometric":
+            if training_vocabulary is None and config is not None:
+                training_vocabulary = config.training_vocabulary
+            options["seen_classes"] = geometric_seen_classes(vocabulary.entries, training_vocabulary)
+        return options
 
     @staticmethod
     def _name_segments(results: list[dict], vocabulary: Vocabulary) -> list[dict]:
@@ -216,7 +228,15 @@ class PosSamProcessor(ProcessorMixin):
         return results
 
     def post_process_panoptic_segmentation(
-        self, outputs, vocabulary, stuff_labels=None, label_ids_to_fuse=None, **kwargs
+        self,
+        outputs,
+        vocabulary,
+        stuff_labels=None,
+        label_ids_to_fuse=None,
+        ensemble_mode=None,
+        config=None,
+        training_vocabulary=None,
+        **kwargs,
     ):
         """Panoptic post-processing (see [`PosSamImageProcessor.post_process_panoptic_segmentation`]) whose stuff
         classes come from the vocabulary and whose segments carry their `"label"` text.
@@ -225,6 +245,12 @@ class PosSamProcessor(ProcessorMixin):
             vocabulary: the vocabulary the model was run with, any form [`resolve_vocabulary`] accepts.
             stuff_labels: stuff classes when `vocabulary` is a list of entries.
             label_ids_to_fuse: overrides the vocabulary's stuff classes.
+            ensemble_mode: the class ensemble (`"mase"`, `"geometric"`, `"ldp_only"`, `"clip_only"`); default
+                `config.ensemble_mode`. The same outputs can be post-processed in every mode.
+            config: the model's config (ensemble constants, default mode, training vocabulary); `None` takes
+                `PosSamConfig`'s defaults. Pass `model.config`.
+            training_vocabulary: for `"geometric"`, the training classes (default `config.training_vocabulary`); the
+                vocabulary's classes named there count as seen.
             kwargs: `threshold`, `mask_threshold`, `overlap_mask_area_threshold`, `target_sizes`,
                 `reshaped_input_sizes`.
         """
@@ -233,41 +259,69 @@ class PosSamProcessor(ProcessorMixin):
         if label_ids_to_fuse is None:
             label_ids_to_fuse = vocabulary.stuff_label_ids
         results = self.image_processor.post_process_panoptic_segmentation(
-            outputs, label_ids_to_fuse=label_ids_to_fuse, **kwargs
+            outputs,
+            label_ids_to_fuse=label_ids_to_fuse,
+            **self._ensemble_options(vocabulary, ensemble_mode, config, training_vocabulary),
+            **kwargs,
         )
         return self._name_segments(results, vocabulary)
 
     def post_process_instance_segmentation(
-        self, outputs, vocabulary, stuff_labels=None, stuff_label_ids=None, **kwargs
+        self,
+        outputs,
+        vocabulary,
+        stuff_labels=None,
+        stuff_label_ids=None,
+        ensemble_mode=None,
+        config=None,
+        training_vocabulary=None,
+        **kwargs,
     ):
         """Instance post-processing (see [`PosSamImageProcessor.post_process_instance_segmentation`]) that drops the
-        vocabulary's stuff classes and names each instance with its `"label"`."""
+        vocabulary's stuff classes and names each instance with its `"label"`; the ensemble arguments are those of
+        `post_process_panoptic_segmentation`."""
         vocabulary = resolve_vocabulary(vocabulary, stuff_labels)
         self._check_classes(outputs, vocabulary)
         if stuff_label_ids is None:
             stuff_label_ids = vocabulary.stuff_label_ids
         results = self.image_processor.post_process_instance_segmentation(
-            outputs, stuff_label_ids=stuff_label_ids, **kwargs
+            outputs,
+            stuff_label_ids=stuff_label_ids,
+            **self._ensemble_options(vocabulary, ensemble_mode, config, training_vocabulary),
+            **kwargs,
         )
         return self._name_segments(results, vocabulary)
 
-    def post_process_prompt_segmentation(self, outputs, vocabulary, stuff_labels=None, **kwargs):
+    def post_process_prompt_segmentation(
+        self, outputs, vocabulary, stuff_labels=None, ensemble_mode=None, config=None, training_vocabulary=None, **kwargs
+    ):
         """One named mask per prompt of [`PosSamModel.segment_prompts`] (see
-        [`PosSamImageProcessor.post_process_prompt_segmentation`]), labelled from `vocabulary`.
+        [`PosSamImageProcessor.post_process_prompt_segmentation`]), labelled from `vocabulary`. The ensemble arguments
+        are those of `post_process_panoptic_segmentation`.
 
         Args:
             vocabulary: the vocabulary the prompts were classified with, any form [`resolve_vocabulary`] accepts.
             kwargs: `mask_threshold`, `target_sizes` (the original sizes), `reshaped_input_sizes`.
         """
         vocabulary = resolve_vocabulary(vocabulary, stuff_labels)
-        return self.image_processor.post_process_prompt_segmentation(outputs, vocabulary.labels, **kwargs)
+        return self.image_processor.post_process_prompt_segmentation(
+            outputs,
+            vocabulary.labels,
+            **self._ensemble_options(vocabulary, ensemble_mode, config, training_vocabulary),
+            **kwargs,
+        )
 
-    def post_process_semantic_segmentation(self, outputs, vocabulary, stuff_labels=None, **kwargs):
+    def post_process_semantic_segmentation(
+        self, outputs, vocabulary, stuff_labels=None, ensemble_mode=None, config=None, training_vocabulary=None, **kwargs
+    ):
         """Semantic post-processing (see [`PosSamImageProcessor.post_process_semantic_segmentation`]): one (H, W)
-        map of label ids per image; `vocabulary.labels[i]` names label id i."""
+        map of label ids per image; `vocabulary.labels[i]` names label id i. The ensemble arguments are those of
+        `post_process_panoptic_segmentation`."""
         vocabulary = resolve_vocabulary(vocabulary, stuff_labels)
         self._check_classes(outputs, vocabulary)
-        return self.image_processor.post_process_semantic_segmentation(outputs, **kwargs)
+        return self.image_processor.post_process_semantic_segmentation(
+            outputs, **self._ensemble_options(vocabulary, ensemble_mode, config, training_vocabulary), **kwargs
+        )
 
 
 __all__ = ["PosSamProcessor", "resolve_vocabulary"]

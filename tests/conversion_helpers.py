@@ -182,6 +182,9 @@ def tiny_meta_sam(encoder: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     )
     randomize_(prompt_encoder, seed + 1)
     randomize_(mask_decoder, seed + 2)
+    # Meta keeps the random Fourier matrix as a buffer (drawn from the global RNG at construction): seed it too.
+    gaussian = prompt_encoder.pe_layer.positional_encoding_gaussian_matrix
+    gaussian.copy_(torch.randn(gaussian.shape, generator=torch.Generator().manual_seed(seed + 3)))
     return modeling.Sam(image_encoder=encoder, prompt_encoder=prompt_encoder, mask_decoder=mask_decoder).eval()
 
 

@@ -7,7 +7,6 @@ from transformers import AutoConfig, AutoImageProcessor, AutoProcessor
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from possam.configuration import DEFAULT_PROMPT_TEMPLATES, PosSamConfig, Vocabulary, VocabularyError, possam_preset
-from possam.outputs import PosSamOutput
 from possam.processing import (
     PosSamImageProcessor,
     PosSamProcessor,
@@ -156,9 +155,7 @@ def test_post_processing_names_segments_and_fuses_vocabulary_stuff(processor):
     probabilities = torch.tensor([[0.0, 0.9, 0.0], [0.0, 0.8, 0.0], [0.7, 0.0, 0.0]])
     logits = torch.full((3, 8, 8), -6.0)
     logits[0, :3], logits[1, 3:5], logits[2, 5:] = 6.0, 6.0, 6.0
-    outputs = PosSamOutput(
-        class_probabilities=probabilities[None], mask_scores=torch.ones(1, 3), masks_queries_logits=logits[None]
-    )
+    outputs = {"class_probabilities": probabilities[None], "mask_scores": torch.ones(1, 3), "masks_queries_logits": logits[None]}
     vocabulary = ["cat", "grass,lawn"]
     panoptic = processor.post_process_panoptic_segmentation(
         outputs, vocabulary, stuff_labels=["grass"], target_sizes=[(32, 32)]

@@ -31,6 +31,7 @@ def test_readme_snippet_runs(index, tmp_path, monkeypatch, capsys):
     scenes = generate_synthetic_coco_panoptic(tmp_path / "possam-demo" / "data" / "scenes", num_images=2, seed=7)
     model, processor = tiny_model(), tiny_processor()
     embed_default_vocabulary(model, processor, scenes.vocabulary)
+    model.config.training_vocabulary = scenes.vocabulary.entries  # as `possam demo` saves it
     model.save_pretrained(tmp_path / "possam-demo" / "model")
     processor.save_pretrained(tmp_path / "possam-demo" / "model")
     monkeypatch.chdir(tmp_path)
@@ -42,3 +43,5 @@ def test_readme_snippet_runs(index, tmp_path, monkeypatch, capsys):
         2: ["torch.Size([128, 128])", "torch.Size([1, 1, 3, 32, 32])"],
     }[index]
     assert all(text in printed for text in expected), printed
+    if index == 1:  # every ensemble mode post-processed from the one forward pass
+        assert all(re.search(rf"^{mode} \[", printed, flags=re.M) for mode in ("mase", "geometric", "ldp_only", "clip_only"))

@@ -61,6 +61,12 @@ class DataArguments:
         default=None, metadata={"help": "Where cached features live (default: <output_dir>/feature_cache)."}
     )
     eval_threshold: float = field(default=0.0, metadata={"help": "Panoptic score threshold used in evaluation."})
+    ensemble_mode: str | None = field(
+        default=None,
+        metadata={"help": "Class ensemble in evaluation: mase, geometric, ldp_only or clip_only (default: the model's "
+                  "config.ensemble_mode). Comma-separated modes (possam evaluate) evaluate each on the same forward "
+                  "passes, their metrics prefixed with the mode."},
+    )
 
 
 def read_config_file(path: str) -> dict:

@@ -117,7 +117,9 @@ def evaluate(model_args: ModelArguments, data_args: DataArguments, accelerator) 
     model = build_model(model_args).to(accelerator.device)
     processor = build_processor(model, model_args.model_name_or_path)
     dataset, collator, vocabulary = evaluation_parts(model, processor, data_args)
+    modes = data_args.ensemble_mode.split(",") if data_args.ensemble_mode else None
     return evaluate_panoptic(
         model, dataset, collator, processor.image_processor, vocabulary,
         accelerator=accelerator, threshold=data_args.eval_threshold,
+        ensemble_mode=modes[0] if modes and len(modes) == 1 else modes,
     )
