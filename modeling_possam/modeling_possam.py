@@ -128,7 +128,6 @@ class PosSamModel(PosSamPreTrainedModel):
     def __init__(self, config: PosSamConfig):
         super().__init__(config)
         self.sam = SamVisionModel(config.sam_vision_config)
-        self.sam_prompt_decoder = PosSamPromptDecoder(config)
         self.clip = PosSamClip(config.clip_config)
         self.fpn = PosSamFeaturePyramid(config.sam_vision_config.output_channels, config.fpn_hidden_size)
         mask2former_config = config.to_mask2former_config()
@@ -138,6 +137,10 @@ class PosSamModel(PosSamPreTrainedModel):
         self.ldp = PosSamLocalDiscriminativePooling(config)
         self.text_classifier = PosSamTextClassifier(config)
         self.criterion = PosSamLoss(config)
+        # Registered last and built on a forked RNG: adding SAM's prompt decoder leaves the random initialization of
+        # every other part, hence seeded models (tests, the demo), exactly as they were.
+        with torch.random.fork_rng(devices=[]):
+            self.sam_prompt_decoder = PosSamPromptDecoder(config)
         self.post_init()
         self.sam.requires_grad_(False)
         self.sam_prompt_decoder.requires_grad_(False)
