@@ -254,6 +254,8 @@ def build_from_pretrained_backbones(
     possam_config = possam_config_for_backbones(
         sam_weights.vision_config, clip_config, config, sam_weights.prompt_decoder, **config_overrides
     )
+    # Recorded so that the model card can name the towers' origin (and `base_model` when it is a Hub id).
+    possam_config.sam_pretrained, possam_config.clip_pretrained = os.fspath(sam), os.fspath(clip)
     model = model_class(possam_config)
     load_checked(model.sam, sam_weights.vision_state_dict, f"SAM checkpoint {os.fspath(sam)}", "PosSamModel.sam")
     if sam_weights.prompt_decoder is None:

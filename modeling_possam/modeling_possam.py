@@ -31,9 +31,11 @@ from transformers.utils.generic import can_return_tuple
 from .backbones import build_from_pretrained_backbones
 from .clip_towers import PosSamClip
 from .configuration import PosSamConfig
+from .configuration.remote_code import SavesRemoteCode
 from .decoder import PosSamTransformerDecoder, ResizedMaskFeatures
 from .fpn import PosSamFeaturePyramid
 from .heads import PosSamIouHead
+from .loading import load_pretrained
 from .ldp import PosSamLocalDiscriminativePooling
 from .loss import PosSamLoss
 from .mask_pooling import mask_pool, pooling_weights
@@ -68,7 +70,7 @@ _MASK2FORMER_INITIALIZED = (
 TEXT_BATCH_SIZE = 512
 
 
-class PosSamPreTrainedModel(PreTrainedModel):
+class PosSamPreTrainedModel(SavesRemoteCode, PreTrainedModel):
     config: PosSamConfig
     base_model_prefix = "possam"
     main_input_name = "pixel_values"
@@ -86,6 +88,17 @@ class PosSamPreTrainedModel(PreTrainedModel):
         "Mask2FormerPixelDecoderEncoderLayer",
         "Mask2FormerMaskedAttentionDecoderLayer",
     ]
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, strict: bool = True, **kwargs):
+        """transformers' `from_pretrained`, strict: a missing local folder, a foreign or invalid config, an unreadable
+        weights file, and weights missing from, left over in or mis-shaped in the checkpoint raise a one-line
+        `possam.loading.ModelLoadError` naming the file (see `possam.loading`). `strict=False` initializes missing
+        or mis-shaped weights freshly instead, as transformers does by default."""
+        load = super().from_pretrained
+        return load_pretrained(
+            lambda name, **options: load(name, *model_args, **options), pretrained_model_name_or_path, strict, **kwargs
+        )
 
     def _initialize_weights(self, module: nn.Module, is_custom_code: bool = False):
         # transformers treats models defined outside the library as custom code and then skips every module without
@@ -142,11 +155,26 @@ class PosSamModel(PosSamPreTrainedModel):
         with torch.random.fork_rng(devices=[]):
             self.sam_prompt_decoder = PosSamPromptDecoder(config)
         self.post_init()
+        self.freeze_towers()
+        # Cached text embeddings belong to the weights they were computed with.
+        self.register_load_state_dict_post_hook(lambda module, incompatible_keys: module.text_classifier.clear_cache())
+
+    def freeze_towers(self) -> None:
+        """Freezes the SAM and CLIP towers and SAM's prompt decoder (`requires_grad=False`): no gradients, no
+        optimizer state, and no parameters that DDP waits for. Called by `__init__` and again after every
+        `from_pretrained`."""
         self.sam.requires_grad_(False)
         self.sam_prompt_decoder.requires_grad_(False)
         self.clip.requires_grad_(False)
-        # Cached text embeddings belong to the weights they were computed with.
-        self.register_load_state_dict_post_hook(lambda module, incompatible_keys: module.text_classifier.clear_cache())
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        # transformers' loader replaces every loaded tensor by a new `nn.Parameter(requires_grad=True)` after
+        # `__init__` has run (5.23, 5.24), whatever the dtype or device map, which would unfreeze both towers.
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        model.freeze_towers()
+        return loaded
 
     @classmethod
     def from_pretrained_backbones(
@@ -638,6 +666,10 @@ class PosSamModel(PosSamPreTrainedModel):
 
 
 def _check_classes_present(synonym_to_class: torch.LongTensor) -> None:
+    if torch.compiler.is_exporting():
+        # The check reads the values, which an exported graph cannot branch on; `possam.onnx_export` documents that
+        # the exported graph takes the vocabulary as `PosSamTextEmbeddings` holds it. Eager calls always check.
+        return
     if synonym_to_class.numel() == 0:
         raise ValueError("The vocabulary is empty: give at least one class name.")
     counts = torch.bincount(synonym_to_class.clamp(min=0))

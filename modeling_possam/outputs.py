@@ -69,7 +69,8 @@ class PosSamTextEmbeddings(ModelOutput):
 
     @property
     def num_classes(self) -> int:
-        return int(self.synonym_to_class.max()) + 1
+        # `.item()` rather than `int()`: the same int in eager mode, and an unspecialized size when exported.
+        return self.synonym_to_class.max().item() + 1
 
     def save(self, path: str) -> None:
         """Writes the text classifier to a safetensors file, e.g. beside a checkpoint, to skip the text tower later."""

@@ -15,7 +15,7 @@ from pipeline_testing import (
     tiny_model,
     tiny_processor,
 )
-from possam import OpenVocabPanopticPipeline, PosSamOutput, VocabularyError
+from possam import OpenVocabPanopticPipeline, PosSamOutput, Vocabulary, VocabularyError
 from transformers import pipeline
 
 LABELS = ["cat", "person,child", "grass,lawn"]
@@ -195,9 +195,10 @@ def test_default_vocabulary_with_and_without_stored_embeddings(checkpoints, imag
 def test_vocabulary_file_and_vocabulary_object(segmenter, images, tmp_path):
     path = tmp_path / "vocabulary.txt"
     path.write_text("7:cat:thing\n9:person,child:thing\n11:grass,lawn:stuff\n")
-    from_file = segmenter(images[0], candidate_labels=str(path))
+    from_file = segmenter(images[0], vocabulary=str(path))
     from_list = segmenter(images[0], candidate_labels=LABELS, stuff_labels=STUFF)
     assert_same_results(from_file, from_list)
+    assert_same_results(segmenter(images[0], vocabulary=Vocabulary.from_file(path)), from_list)
 
 
 # ----------------------------------------------------------------------------------------------------- crafted outputs
@@ -335,7 +336,12 @@ def test_unreadable_and_missing_images_are_named(segmenter, tmp_path):
         ({"candidate_labels": ["cat", "dog", "cat"]}, VocabularyError, r"Duplicate labels.*cat"),
         ({"candidate_labels": ["cat", ""]}, VocabularyError, "empty class name"),
         ({"candidate_labels": ["cat", "dog"], "stuff_labels": ["sky"]}, VocabularyError, "'sky' is not one of"),
-        ({"candidate_labels": "cat"}, VocabularyError, r"pass a list such as"),
+        ({"candidate_labels": "coco_panoptic"}, VocabularyError, r"names a shipped vocabulary.*vocabulary='coco_panoptic'"),
+        ({"candidate_labels": "cat,,dog"}, VocabularyError, "empty class name in item 2"),
+        ({"candidate_labels": ["cat"], "vocabulary": "coco_panoptic"}, ValueError, "either candidate_labels"),
+        ({"vocabulary": "coco_panoptic", "stuff_labels": "sky"}, ValueError, "own thing/stuff flags"),
+        ({"vocabulary": ["cat"]}, TypeError, "class names go to candidate_labels"),
+        ({"vocabulary": "no_such_vocabulary"}, VocabularyError, "neither a shipped vocabulary"),
         ({"stuff_labels": ["grass"]}, ValueError, "without candidate_labels"),
         ({"candidate_labels": LABELS, "subtask": "depth"}, ValueError, "subtask must be one of"),
         ({"candidate_labels": LABELS, "ensemble_mode": "mean"}, ValueError, "ensemble_mode must be one of"),
