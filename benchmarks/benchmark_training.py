@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 from common import interleaved_median_seconds, peak_rss_of, verdict, write_report  # noqa: E402
 
-from possam import PosSamModel, possam_preset  # noqa: E402
+from possam import PosSamModel, load_vocabulary, possam_preset  # noqa: E402
 from possam.processing import PosSamProcessor  # noqa: E402
 
 
@@ -41,7 +41,7 @@ def step_times(preset: str, repeats: int) -> dict:
     torch.manual_seed(0)
     model = PosSamModel(config).train()
     processor = PosSamProcessor.for_model_config(config)
-    text = processor(text="coco_panoptic")
+    text = processor(text=load_vocabulary("coco_panoptic"))
     pixels, masks, classes = synthetic_example(config.image_size)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     features = model.get_image_features(pixels)

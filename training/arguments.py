@@ -74,6 +74,12 @@ class DataArguments:
         default=None, metadata={"help": "Where cached features live (default: <output_dir>/feature_cache)."}
     )
     eval_threshold: float = field(default=0.0, metadata={"help": "Panoptic score threshold used in evaluation."})
+    ensemble_mode: str | None = field(
+        default=None,
+        metadata={"help": "Class ensemble in evaluation: mase, geometric, ldp_only or clip_only (default: the model's "
+                  "config.ensemble_mode). Comma-separated modes (possam evaluate) evaluate each on the same forward "
+                  "passes, their metrics prefixed with the mode."},
+    )
     validate_dataset: bool = field(
         default=True,
         metadata={"help": "Decode every sample once before training/evaluation and report all invalid ones "
@@ -87,6 +93,15 @@ class DataArguments:
         metadata={"help": "Where dataset validation results are cached (default $POSSAM_CACHE/dataset_validation, ~/.cache/possam/...; "
                   "empty: no cache)."},
     )
+
+
+def evaluation_data_name(data_args: DataArguments) -> str | None:
+    """What the evaluation split is called in results and model cards: the dataset and split, or the annotation file."""
+    if data_args.eval_annotations:
+        return os.path.basename(data_args.eval_annotations)
+    if data_args.dataset_name and data_args.eval_split:
+        return f"{data_args.dataset_name.rstrip('/').split('/')[-1]} ({data_args.eval_split})"
+    return None
 
 
 def read_config_file(path: str) -> dict:

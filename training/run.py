@@ -10,9 +10,11 @@ import torch.distributed as dist
 from transformers import set_seed
 
 from .. import PosSamModel, possam_preset
+from ..model_card import TRAINING_ARGS_NAME, save_results, tower_parameter_counts, write_model_card
 from ..processing import PosSamProcessor, embed_default_vocabulary
-from .arguments import DataArguments, ModelArguments
+from .arguments import DataArguments, ModelArguments, evaluation_data_name
 from .coco_panoptic import load_coco_panoptic
+from .checkpoint_checks import check_resume_checkpoint
 from .collator import PosSamDataCollator
 from .dataset import PanopticEvaluationDataset, PanopticTrainingDataset
 from .evaluation import evaluate_panoptic
@@ -92,6 +94,9 @@ def evaluation_parts(model, processor, data_args: DataArguments):
 
 def train(model_args: ModelArguments, data_args: DataArguments, training_args: PosSamTrainingArguments) -> dict:
     """Trains (or resumes), saves the model and processor to `output_dir`, evaluates if an eval split is given."""
+    resume = training_args.resume_from_checkpoint
+    if isinstance(resume, str) and os.path.exists(resume):
+        check_resume_checkpoint(resume)  # a damaged file fails at once in one line naming it, not deep in the Trainer
     set_seed(training_args.seed)  # a model built from a preset is then the same in every run with this seed
     model = build_model(model_args)
     processor = build_processor(model, model_args.model_name_or_path)
@@ -119,16 +124,26 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: P
         eval_collator=eval_collator,
         eval_vocabulary=eval_vocabulary,
     )
-    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    result = trainer.train(resume_from_checkpoint=resume)
     metrics = dict(result.metrics)
     # The fine-tuned model answers with its training classes when asked without a vocabulary.
     model.config.training_vocabulary = vocabulary.entries
     embed_default_vocabulary(model, processor, vocabulary)
-    trainer.save_model(training_args.output_dir)
+    output_dir = training_args.output_dir
     if trainer.is_world_process_zero():
-        processor.save_pretrained(training_args.output_dir)
+        # Written before the model so that its card (written by save_pretrained) describes the training.
+        os.makedirs(output_dir, exist_ok=True)
+        with open(os.path.join(output_dir, TRAINING_ARGS_NAME), "w", encoding="utf-8") as handle:
+            handle.write(training_args.to_json_string())
+    trainer.save_model(output_dir)
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(output_dir)
     if eval_dataset is not None:
-        metrics.update(trainer.evaluate())
+        eval_metrics = trainer.evaluate()
+        metrics.update(eval_metrics)
+        if trainer.is_world_process_zero():
+            save_results(output_dir, eval_metrics, evaluation_data_name(data_args))
+            write_model_card(output_dir, model.config, tower_parameter_counts(model))
     return metrics
 
 
@@ -141,7 +156,9 @@ def evaluate(model_args: ModelArguments, data_args: DataArguments, accelerator) 
     processor = build_processor(model, model_args.model_name_or_path)
     with accelerator.main_process_first():
         dataset, collator, vocabulary = evaluation_parts(model, processor, data_args)
+    modes = data_args.ensemble_mode.split(",") if data_args.ensemble_mode else None
     return evaluate_panoptic(
         model, dataset, collator, processor.image_processor, vocabulary,
         accelerator=accelerator, threshold=data_args.eval_threshold,
+        ensemble_mode=modes[0] if modes and len(modes) == 1 else modes,
     )
