@@ -10,7 +10,7 @@ from conftest import make_pixels, make_vocabulary, tiny_model
 from possam import PosSamModel
 
 
-OUTPUT_KEYS = ("class_queries_logits", "masks_queries_logits", "iou_scores", "clip_logits", "class_probabilities")
+OUTPUT_KEYS = ("class_queries_logits", "masks_queries_logits", "iou_scores", "clip_logits")
 
 
 @pytest.fixture(scope="module")
