@@ -52,7 +52,6 @@ from .prompt_regions import matching_query_index
 from .text_classifier import (
     PosSamTextClassifier,
     average_prompt_embeddings,
-    classify_regions,
     vocabulary_digest,
 )
 
@@ -174,6 +173,7 @@ class PosSamModel(PosSamPreTrainedModel):
         loaded = super().from_pretrained(*args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded
         model.freeze_towers()
+        _preload_attention_projections(model)
         return loaded
 
     @classmethod
@@ -255,7 +255,7 @@ class PosSamModel(PosSamPreTrainedModel):
         self._check_vocabulary(input_ids, attention_mask, prompt_to_synonym, synonym_to_class)
         key_tensors = (input_ids, prompt_to_synonym, synonym_to_class) + (() if attention_mask is None else (attention_mask,))
         key = vocabulary_digest(*key_tensors)
-        device = self.text_classifier.logit_scale.device
+        device = self._text_device()
         cached = self.text_classifier.cached(key)
         if cached is None:
             with torch.no_grad():
@@ -379,8 +379,7 @@ class PosSamModel(PosSamPreTrainedModel):
             torch.cat([queries.pooled_mask_features, pooled], dim=1),
             torch.cat([queries.query_states, query_states], dim=1),
         )[:, num_queries:]
-        clip_scale = self.clip.logit_scale.exp().clamp(max=self.config.logit_scale_max)
-        return self.text_classifier(fused, text), classify_regions(clip_regions, text, clip_scale)
+        return self.text_classifier(fused, text), self.clip(clip_regions, text, self.config.logit_scale_max)
 
     def _decode_panoptic_queries(self, image_features: PosSamImageFeatures) -> PosSamImageFeatures:
         """Runs the FPN, pixel decoder and decoder (last prediction only) to fill `image_features.panoptic_queries`."""
@@ -519,9 +518,8 @@ class PosSamModel(PosSamPreTrainedModel):
             self._predict(decoded, index, low_resolution, image_features.clip_image_features, text) for index in indices
         ]
         final = predictions[-1]
-        clip_scale = self.clip.logit_scale.exp().clamp(max=self.config.logit_scale_max)
         clip_region_embeddings = final.pop("clip_region_embeddings")
-        clip_logits = classify_regions(clip_region_embeddings, text, clip_scale)
+        clip_logits = self.clip(clip_region_embeddings, text, self.config.logit_scale_max)
 
         loss, loss_dict = None, None
         if labels_given:
@@ -591,13 +589,24 @@ class PosSamModel(PosSamPreTrainedModel):
                     f"{tuple(synonym_embeddings.shape)} embeddings."
                 )
             _check_classes_present(synonym_to_class)
-            device = self.text_classifier.logit_scale.device
+            device = self._text_device()
             return PosSamTextEmbeddings(synonym_embeddings=synonym_embeddings.to(device), synonym_to_class=synonym_to_class.to(device))
         if input_ids is not None:
             return self.get_text_embeddings(input_ids, attention_mask, prompt_to_synonym, synonym_to_class)
         if prompt_to_synonym is not None or synonym_to_class is not None:
             raise ValueError("`prompt_to_synonym` / `synonym_to_class` were given without `input_ids`.")
         return self.text_classifier.default_text_embeddings()
+
+    def _text_device(self) -> torch.device:
+        """Where text embeddings go: the text classifier's device, or, when offloading (`device_map` with CPU or disk
+        offload) left its weights on `meta`, the execution device accelerate's hook loads them to."""
+        device = self.text_classifier.logit_scale.device
+        if device.type == "meta":
+            hook = getattr(self.text_classifier, "_hf_hook", None)
+            for candidate in getattr(hook, "hooks", [hook]):
+                if getattr(candidate, "execution_device", None) is not None:
+                    return torch.device(candidate.execution_device)
+        return device
 
     def _check_pixel_values(self, pixel_values: torch.Tensor) -> None:
         size = self.config.image_size
@@ -663,6 +672,22 @@ class PosSamModel(PosSamPreTrainedModel):
             ignored = torch.stack(list(ignore_mask)) if isinstance(ignore_mask, (list, tuple)) else ignore_mask
             valid = ~ignored.bool() if valid is None else valid & ~ignored.bool().to(valid.device)
         return valid
+
+
+def _preload_attention_projections(model: nn.Module) -> None:
+    """Lets offloaded `nn.MultiheadAttention` modules (Mask2Former's decoder layers) load their `out_proj` weights.
+
+    With CPU or disk offload (`device_map`), accelerate loads a module's weights when the module is called, but
+    `nn.MultiheadAttention` reads `out_proj.weight` without calling `out_proj`. This is what accelerate's
+    `preload_module_classes` option does, which transformers' loader does not pass: the attention's own hook also
+    places its submodules' weights.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.MultiheadAttention):
+            hook = getattr(module, "_hf_hook", None)
+            for align_hook in getattr(hook, "hooks", [hook]):
+                if getattr(align_hook, "offload", False):
+                    align_hook.place_submodules = True
 
 
 def _check_classes_present(synonym_to_class: torch.LongTensor) -> None:

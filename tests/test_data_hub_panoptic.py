@@ -165,6 +165,11 @@ def test_possam_train_with_dataset_name_equals_training_on_coco_folders_and_resu
     metrics = json.loads(printed[printed.rindex("{\n"):])  # the final metrics, printed last as JSON
     assert "train_loss" in metrics and any(key.lower().endswith("pq") for key in metrics)
 
+    evaluation = ["evaluate", "--model_name_or_path", str(tmp_path / "hub"), "--validation_cache_dir", "", *hub[:2], *hub[4:]]
+    assert possam_main(evaluation) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert any(key.lower().endswith("pq") for key in evaluated) and len(evaluated) > 3
+
     coco = ["--train_annotations", str(reference["train"] / "panoptic.json"), "--train_images",
             str(reference["train"] / "images"), "--synonyms", vocabulary]
     assert possam_main(run_flags(tmp_path / "coco", *coco, "--max_steps", "3", "--save_steps", "3")) == 0
