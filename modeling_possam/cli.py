@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain-clip": ("possam.training.pretrain_clip_cli", "pretrain the toy CLIP of the synthetic open-vocabulary world"),
     "export-onnx": ("possam.export_onnx_cli", "export the image path to ONNX and check it with ONNX Runtime"),
     "predict": ("possam.processing.predict_cli", "segment images with any class names: overlay, panoptic PNG, JSON"),
+    "app": ("possam.processing.app", "web demo: upload, type class names, look; click to segment a point (needs .[app])"),
 }
 
 
