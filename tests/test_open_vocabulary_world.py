@@ -117,6 +117,7 @@ def test_every_ensemble_mode_including_geometric_evaluates_seen_and_unseen_pq(sp
     from possam.training.open_vocabulary_experiment import evaluate_seen_unseen
 
     model = tiny_model().eval()
+    model.config.training_vocabulary = world_vocabularies()[0].entries  # geometric's "seen", as training sets it
     processor = PosSamProcessor.for_model_config(model.config)
     _, all_split = splits
     per_mode = evaluate_seen_unseen(model, processor, all_split, SEEN_CLASSES, ENSEMBLE_MODES)

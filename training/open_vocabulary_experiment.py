@@ -12,21 +12,16 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict
 
-import numpy as np
-import torch
-from torch.utils.data import DataLoader
-
 from .arguments import DataArguments, ModelArguments
 from .clip_pretraining import ClipPretrainingArguments, load_pretraining_record, pretrain_toy_clip
 from .coco_panoptic import load_coco_panoptic
 from .collator import PosSamDataCollator
 from .dataset import PanopticEvaluationDataset
-from .metric_panoptic_quality import PanopticQualityAccumulator
+from .evaluation import evaluate_panoptic
 from .synthetic import SyntheticPanopticDataset
 
 
-# Loss targets in evaluation batches; inference does not take them.
-_TARGET_KEYS = ("mask_labels", "class_labels", "ignore_mask")
+METRICS = ("pq", "pq_seen", "pq_unseen", "pq_things", "pq_stuff")
 
 # The demo's recipe: batch 4, AdamW at 1e-3 after 20 warm-up steps; the scenes are only 128 px, so the jitter is
 # narrower than the real recipe's 0.1-2.0, keeping small objects visible.
@@ -82,7 +77,6 @@ def train_on_seen_classes(
     )
 
 
-@torch.no_grad()
 def evaluate_seen_unseen(
     model,
     processor,
@@ -91,47 +85,22 @@ def evaluate_seen_unseen(
     ensemble_modes: Sequence[str] | None = None,
     batch_size: int = 4,
 ) -> dict:
-    """PQ (all, seen, unseen, things, stuff; percent, 1 decimal) of `model` on a split labelled with every class.
-
-    PQ_seen / PQ_unseen are COCO's per-class PQ averaged over the seen / unseen classes present, from the same
-    dataset-level statistics as PQ. One forward pass per batch serves every ensemble mode.
+    """PQ (all, seen, unseen, things, stuff; percent, 1 decimal) of `model` on a split labelled with every class,
+    through `evaluate_panoptic` (one forward pass per batch serves every ensemble mode).
 
     Args:
         processor: the `PosSamProcessor` of the model (input size, tokenizer, prompt templates).
         split: evaluation scenes (`generate_world_split(..., labels="all")`).
-        seen_classes: names of the training classes (the rest count as unseen; also the "seen" of `geometric`).
+        seen_classes: names of the training classes (the rest count as unseen).
         ensemble_modes: `None` for the model's own `config.ensemble_mode` (returns one flat dict), or a list of modes
             (returns `{mode: flat dict}`).
     """
     dataset, vocabulary = load_coco_panoptic(split.json_path, split.image_dir, synonyms_from=split.vocabulary_path)
     modes = list(ensemble_modes) if ensemble_modes is not None else [model.config.ensemble_mode]
-    seen = np.array([label in seen_classes for label in vocabulary.labels])
-    geometric_seen = torch.from_numpy(seen)
-    loader = DataLoader(
-        PanopticEvaluationDataset(dataset, processor.image_processor), batch_size=batch_size,
-        collate_fn=PosSamDataCollator(processor.encode_vocabulary(vocabulary)),
+    metrics = evaluate_panoptic(
+        model, PanopticEvaluationDataset(dataset, processor.image_processor),
+        PosSamDataCollator(processor.encode_vocabulary(vocabulary)), processor.image_processor, vocabulary,
+        batch_size=batch_size, ensemble_mode=modes, seen_classes=list(seen_classes), show_progress=False,
     )
-    accumulators = {mode: PanopticQualityAccumulator(vocabulary.is_thing) for mode in modes}
-    model.eval()
-    for batch in loader:
-        ground_truth, sizes = batch.pop("ground_truth"), batch.pop("original_sizes")
-        outputs = model(**{key: value for key, value in batch.items() if key not in _TARGET_KEYS})
-        for mode, accumulator in accumulators.items():
-            results = processor.image_processor.post_process_panoptic_segmentation(
-                outputs, label_ids_to_fuse=vocabulary.stuff_label_ids, target_sizes=sizes, ensemble_mode=mode,
-                config=model.config, seen_classes=geometric_seen if mode == "geometric" else None,
-            )
-            for truth, result in zip(ground_truth, results):
-                predicted = np.where(np.asarray(result["segmentation"]) < 0, 0, np.asarray(result["segmentation"]))
-                accumulator.update(truth["segment_ids"], truth["segments_info"], predicted, result["segments_info"])
-    per_mode = {}
-    for mode, accumulator in accumulators.items():
-        result = accumulator.compute()
-        scores = np.array([(c.pq, c.n) for c in result.per_class])
-        mean = lambda selected: 100.0 * scores[selected & (scores[:, 1] > 0), 0].mean() if (selected & (scores[:, 1] > 0)).any() else float("nan")
-        per_mode[mode] = {
-            "pq": 100.0 * result.all.pq, "pq_seen": mean(seen), "pq_unseen": mean(~seen),
-            "pq_things": 100.0 * result.things.pq, "pq_stuff": 100.0 * result.stuff.pq,
-        }
-        per_mode[mode] = {name: round(float(value), 1) for name, value in per_mode[mode].items()}
+    per_mode = {mode: {name: round(float(metrics[f"eval_{mode}_{name}"]), 1) for name in METRICS} for mode in modes}
     return per_mode if ensemble_modes is not None else per_mode[modes[0]]
