@@ -31,6 +31,7 @@ from .backbones import build_from_pretrained_backbones
 from .clip_towers import PosSamClip
 from .configuration import PosSamConfig
 from .decoder import PosSamTransformerDecoder, ResizedMaskFeatures
+from .deformable_attention import PosSamPixelDecoder
 from .fpn import PosSamFeaturePyramid
 from .heads import PosSamIouHead
 from .ldp import PosSamLocalDiscriminativePooling
@@ -119,7 +120,7 @@ class PosSamModel(PosSamPreTrainedModel):
         self.clip = PosSamClip(config.clip_config)
         self.fpn = PosSamFeaturePyramid(config.sam_vision_config.output_channels, config.fpn_hidden_size)
         mask2former_config = config.to_mask2former_config()
-        self.pixel_decoder = Mask2FormerPixelDecoder(mask2former_config, feature_channels=[config.fpn_hidden_size] * 4)
+        self.pixel_decoder = PosSamPixelDecoder(mask2former_config, feature_channels=[config.fpn_hidden_size] * 4)
         self.transformer_decoder = PosSamTransformerDecoder(in_features=config.feature_size, config=mask2former_config)
         self.iou_head = PosSamIouHead(config)
         self.ldp = PosSamLocalDiscriminativePooling(config)
