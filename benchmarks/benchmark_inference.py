@@ -238,7 +238,7 @@ def main() -> int:
 
         model, processor = build(args.preset)
         with torch.inference_mode():
-            batch = processor(images=[test_image()], text="ade20k_150")
+            batch = processor(images=[test_image()], text=load_vocabulary("ade20k_150"))
             outputs = model(**{k: v for k, v in batch.items() if k not in ("original_sizes", "reshaped_input_sizes")})
             processor.image_processor.post_process_panoptic_segmentation(outputs, target_sizes=[(480, 640)])
         print(peak_rss_gib())

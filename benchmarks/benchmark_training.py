@@ -29,7 +29,7 @@ from common import (  # noqa: E402
     write_report,
 )
 
-from possam import PosSamModel, possam_preset  # noqa: E402
+from possam import PosSamModel, load_vocabulary, possam_preset  # noqa: E402
 from possam.processing import PosSamProcessor  # noqa: E402
 
 
@@ -51,7 +51,7 @@ def step_times(preset: str, repeats: int, profile_path: str | None = None) -> di
     model = PosSamModel(config).train()
     variance_preserving_init_(model.sam, model.clip)  # realistic activation magnitudes (see common.py)
     processor = PosSamProcessor.for_model_config(config)
-    text = processor(text="coco_panoptic")
+    text = processor(text=load_vocabulary("coco_panoptic"))
     pixels, masks, classes = synthetic_example(config.image_size)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     with ActivationGuard({"sam": model.sam, "fpn": model.fpn, "pixel_decoder": model.pixel_decoder}) as guard:

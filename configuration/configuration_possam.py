@@ -5,7 +5,10 @@ Every value the paper leaves open (SPEC.md, "[choice]") is a documented field he
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import typing
 from typing import Literal
 
 from huggingface_hub.dataclasses import strict
@@ -13,6 +16,7 @@ from transformers import CLIPTextConfig, Mask2FormerConfig, SamVisionConfig
 from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
 from transformers.models.auto.configuration_auto import AutoConfig
 
+from .remote_code import CONFIG_AUTO_MAP, CUSTOM_PIPELINES, SavesRemoteCode, remote_code_in_use, write_remote_code
 from .vocabulary import load_vocabulary
 
 
@@ -144,8 +148,21 @@ class PosSamClipConfig(PreTrainedConfig):
             raise ValueError("clip_config.image_mean and image_std must have 3 values (RGB).")
 
 
+# Fields checked by `PosSamConfig.validate_field_values` beyond their declared choices.
+_POSITIVE_INT_FIELDS = (
+    "fpn_hidden_size", "feature_size", "mask_feature_size", "encoder_layers", "encoder_feedforward_dim", "num_queries",
+    "hidden_dim", "decoder_layers", "num_attention_heads", "dim_feedforward", "iou_head_hidden_dim",
+    "iou_head_num_layers", "ldp_num_heads", "ldp_intermediate_size", "train_num_points",
+)
+_NON_NEGATIVE_NUMBER_FIELDS = (
+    "dropout", "init_std", "init_xavier_std", "logit_scale_max", "class_weight", "mask_weight", "dice_weight",
+    "iou_loss_weight", "no_object_weight", "oversample_ratio", "importance_sample_ratio", "ensemble_alpha",
+    "ensemble_beta", "mase_iou_threshold", "mase_confidence_threshold", "mase_void_threshold", "iou_score_exponent",
+)
+
+
 @strict
-class PosSamConfig(PreTrainedConfig):
+class PosSamConfig(SavesRemoteCode, PreTrainedConfig):
     r"""
     Configuration of [`PosSamModel`]. Defaults give PosSAM-B (SAM ViT-B + OpenCLIP ConvNeXt-L, 250 queries); see
     [`possam_preset`] for the tiny, B, L and H presets.
@@ -158,6 +175,11 @@ class PosSamConfig(PreTrainedConfig):
         The CLIP text and vision towers.
     image_mean (`list[float]`), image_std (`list[float]`):
         SAM's normalization (0-255 scale) that `pixel_values` carry; used to re-normalize the image for CLIP.
+
+    sam_pretrained (`str`, *optional*), clip_pretrained (`str`, *optional*):
+        Where the towers' weights were loaded from (Hub id, folder or file), recorded by
+        [`PosSamModel.from_pretrained_backbones`] and kept through saving and loading. `None`: the towers were not
+        loaded from a checkpoint (a model built from a config has random towers); the model card says so.
 
     > Trainable mask decoder
 
@@ -280,6 +302,8 @@ class PosSamConfig(PreTrainedConfig):
     clip_config: dict | PreTrainedConfig | None = None
     image_mean: list[float] | tuple[float, ...] = SAM_IMAGE_MEAN
     image_std: list[float] | tuple[float, ...] = SAM_IMAGE_STD
+    sam_pretrained: str | None = None
+    clip_pretrained: str | None = None
 
     fpn_hidden_size: int = 256
     feature_size: int = 256
@@ -332,6 +356,14 @@ class PosSamConfig(PreTrainedConfig):
     iou_score_exponent: float = 1.0
 
     def __post_init__(self, **kwargs):
+        # `auto_map` and `custom_pipelines` describe the remote code a save writes (`to_json_string`), not this model.
+        # A `custom_pipelines` entry makes `pipeline("open-vocab-panoptic", ...)` demand `trust_remote_code=True`
+        # even though `import possam` registered the task, so it is kept only where transformers loaded PosSAM as
+        # remote code: there it lets `pipeline(model=folder, trust_remote_code=True)` infer the task.
+        kwargs.pop("auto_map", None)
+        custom_pipelines = kwargs.pop("custom_pipelines", None)
+        if custom_pipelines and remote_code_in_use():
+            kwargs["custom_pipelines"] = custom_pipelines
         if self.vocabulary is None:
             default = load_vocabulary("coco_panoptic")
             self.vocabulary = default.entries
@@ -347,6 +379,24 @@ class PosSamConfig(PreTrainedConfig):
         self.id2label = {index: entry.split(",")[0] for index, entry in enumerate(self.vocabulary)}
         self.label2id = {label: index for index, label in self.id2label.items()}
 
+    def to_json_string(self, use_diff: bool = True) -> str:
+        """The JSON of `config.json`: the fields, plus the `auto_map` and `custom_pipelines` of PosSAM's remote code."""
+        values = json.loads(super().to_json_string(use_diff))
+        values.update(auto_map=dict(CONFIG_AUTO_MAP), custom_pipelines=json.loads(json.dumps(CUSTOM_PIPELINES)))
+        return json.dumps(values, indent=2, sort_keys=True) + "\n"
+
+    def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs):
+        """Writes `config.json`, the remote-code modules it names and the folder's model card (`README.md`, see
+        `possam.model_card`); every model save goes through here."""
+        if os.path.isfile(save_directory):
+            raise AssertionError(f"Provided path ({save_directory}) should be a directory, not a file")
+        # Imported here: the card renderer builds the model (on the meta device) to count its parameters.
+        from ..model_card import config_parameter_counts, write_model_card
+
+        write_remote_code(save_directory, CONFIG_AUTO_MAP, CUSTOM_PIPELINES)
+        write_model_card(os.fspath(save_directory), self, config_parameter_counts(self))
+        return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+
     def get_text_config(self, decoder=None, encoder=None) -> PreTrainedConfig:
         """The CLIP text tower's config: PosSAM's only text input is the class names it embeds."""
         return self.clip_config.text_config
@@ -356,6 +406,29 @@ class PosSamConfig(PreTrainedConfig):
         """Side of the square input the SAM encoder requires (1024 for the public SAM checkpoints)."""
         size = self.sam_vision_config.image_size
         return size if isinstance(size, int) else size[0]
+
+    def validate_field_values(self):
+        # Types and choices are checked here, at construction and so when a config.json is loaded, not at the first
+        # forward pass that reads the field.
+        for name in ("ldp_fusion", "iou_target_unmatched", "ensemble_mode"):
+            # The allowed values are the field's `Literal[...]` annotation (a string under `from __future__`).
+            choices = typing.get_args(eval(PosSamConfig.__annotations__[name], {"Literal": Literal}))
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}.")
+        for name in _POSITIVE_INT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        for name in _NON_NEGATIVE_NUMBER_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}.")
+        for name in ("dropout", "importance_sample_ratio", "mase_void_threshold"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}.")
+        for name in ("pre_norm", "use_auxiliary_loss"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}.")
 
     def validate_decoder(self):
         if self.feature_size % 32 or self.fpn_hidden_size % 32:

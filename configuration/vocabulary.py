@@ -24,6 +24,9 @@ from importlib import resources
 
 SHIPPED_VOCABULARIES = ("coco_panoptic", "ade20k_150", "ade20k_847")
 
+# In user-facing label strings ("cat,person|child,grass") commas separate classes and this separates synonyms.
+SYNONYM_SEPARATOR = "|"
+
 
 class VocabularyError(ValueError):
     """A vocabulary (list of labels or vocabulary file) is malformed."""
@@ -33,6 +36,38 @@ def _split_names(entry: str, where: str) -> list[str]:
     names = [name.strip() for name in entry.split(",")]
     if not entry.strip() or any(not name for name in names):
         raise VocabularyError(f"{where}: empty class name in {entry!r}; expected 'name' or 'name,synonym,...'.")
+    return names
+
+
+def split_class_list(text: str, where: str) -> list[list[str]]:
+    """`"cat,person|child,grass"` -> `[["cat"], ["person", "child"], ["grass"]]`: the string form of a list of
+    classes, as on the command line and in transformers' zero-shot pipelines (commas separate classes), with `|`
+    separating the synonyms of one class."""
+    classes = []
+    for position, item in enumerate(text.split(","), start=1):
+        names = [name.strip() for name in item.split(SYNONYM_SEPARATOR)]
+        if not all(names):
+            raise VocabularyError(
+                f"{where}: empty class name in item {position} of {text!r}; separate classes with ',' and the "
+                f"synonyms of one class with '{SYNONYM_SEPARATOR}' (e.g. \"cat,person{SYNONYM_SEPARATOR}child\")."
+            )
+        classes.append(names)
+    return classes
+
+
+def split_class_entry(entry: str, where: str) -> list[str]:
+    """One class given as one list entry -> its names: `"person|child"` (or the older `"person,child"`, still
+    accepted since a list entry is always one class) -> `["person", "child"]`. Mixing both separators is refused."""
+    if SYNONYM_SEPARATOR in entry and "," in entry:
+        raise VocabularyError(
+            f"{where}: {entry!r} mixes ',' and '{SYNONYM_SEPARATOR}'; a list entry is one class, separate its "
+            f"synonyms with '{SYNONYM_SEPARATOR}' (e.g. \"person{SYNONYM_SEPARATOR}child\")."
+        )
+    if SYNONYM_SEPARATOR not in entry:
+        return _split_names(entry, where)
+    names = [name.strip() for name in entry.split(SYNONYM_SEPARATOR)]
+    if any(not name for name in names):
+        raise VocabularyError(f"{where}: empty class name in {entry!r}; expected 'name' or 'name|synonym|...'.")
     return names
 
 
@@ -92,33 +127,43 @@ class Vocabulary:
 
     @classmethod
     def from_labels(
-        cls, candidate_labels: list[str], stuff_labels: list[str] | None = None, dataset_ids: list[int] | None = None
+        cls,
+        candidate_labels: str | list[str],
+        stuff_labels: str | list[str] | None = None,
+        dataset_ids: list[int] | None = None,
     ) -> "Vocabulary":
-        """Builds a vocabulary from user labels such as `["cat", "person,child", "grass"]`.
+        """Builds a vocabulary from user labels, as transformers' zero-shot pipelines take them.
 
         Args:
-            candidate_labels: one entry per class, each a name or comma-separated names (first = display label).
-            stuff_labels: classes to treat as stuff, given by display label or by the full entry.
+            candidate_labels: a list with one entry per class (`["cat", "person|child", "grass"]`; `|` separates
+                the synonyms of one class, the first name is the display label; the older `"person,child"` entry
+                form is still read as one class with two names), or one string of comma-separated classes
+                (`"cat,person|child,grass"`, the command line's form).
+            stuff_labels: the classes to treat as stuff, in either form, given by display label or by the full entry.
             dataset_ids: optional dataset category ids, one per class.
         """
-        if isinstance(candidate_labels, str):
-            raise VocabularyError(
-                f"candidate_labels must be a list of class names, got the string {candidate_labels!r}; "
-                "use ['cat', 'dog'] (a comma inside one entry separates synonyms of one class)."
-            )
-        if not candidate_labels:
+        class_names = _user_classes(candidate_labels, "candidate_labels")
+        if not class_names:
             raise VocabularyError("candidate_labels is empty: give at least one class name.")
-        class_names = [_split_names(str(entry), f"candidate_labels[{i}]") for i, entry in enumerate(candidate_labels)]
         labels = [names[0] for names in class_names]
         duplicates = sorted({label for label in labels if labels.count(label) > 1})
         if duplicates:
             raise VocabularyError(f"Duplicate labels in candidate_labels: {duplicates}; each class needs its own label.")
+        owner: dict[str, int] = {}
+        for index, names in enumerate(class_names):
+            for name in names:
+                if owner.setdefault(name, index) != index:
+                    first = owner[name]
+                    raise VocabularyError(
+                        f"The name {name!r} is given to two classes, {first + 1} ({labels[first]!r}) and {index + 1} "
+                        f"({labels[index]!r}); every pixel it matches would go to either. Give each name to one class."
+                    )
         stuff = set()
-        for entry in stuff_labels or []:
-            label = _split_names(str(entry), "stuff_labels")[0]
+        for names in _user_classes(stuff_labels, "stuff_labels") if stuff_labels is not None else []:
+            label = names[0]
             if label not in labels:
                 raise VocabularyError(
-                    f"Stuff label {entry!r} is not one of the candidate labels {labels}; every stuff label must also "
+                    f"Stuff label {label!r} is not one of the candidate labels {labels}; every stuff label must also "
                     "be a candidate label."
                 )
             stuff.add(label)
@@ -135,15 +180,26 @@ class Vocabulary:
         """Parses a vocabulary file (`id:name1,name2[:thing|:stuff]` per line, `#` comments)."""
         path = os.fspath(path)
         try:
-            with open(path, encoding="utf-8") as handle:
-                text = handle.read()
+            with open(path, "rb") as handle:
+                data = handle.read()
         except OSError as error:
             raise VocabularyError(f"Cannot read vocabulary file {path!r}: {error.strerror}.") from None
+        if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+            raise VocabularyError(f"{path}: the file is UTF-16 encoded; save it as UTF-8.")
+        try:
+            text = data.decode("utf-8-sig")  # a UTF-8 byte-order mark (Windows editors) is not part of the first line
+        except UnicodeDecodeError as error:
+            line = data[: error.start].count(b"\n") + 1
+            raise VocabularyError(
+                f"{path}, line {line}: not UTF-8 text (byte 0x{data[error.start]:02x}); save the file as UTF-8."
+            ) from None
         return cls.from_text(text, source=path)
 
     @classmethod
     def from_text(cls, text: str, source: str = "<vocabulary>") -> "Vocabulary":
         class_names, is_thing, dataset_ids = [], [], []
+        id_lines: dict[int, int] = {}  # line number of each id and class, to name both lines of a duplicate
+        entry_lines: dict[str, int] = {}
         for number, raw_line in enumerate(text.splitlines(), start=1):
             line = raw_line.strip()
             if not line or line.startswith("#"):
@@ -157,8 +213,15 @@ class Vocabulary:
             flag = parts[2].strip().lower() if len(parts) == 3 else "thing"
             if flag not in ("thing", "stuff"):
                 raise VocabularyError(f"{where}: the flag must be 'thing' or 'stuff', got {parts[2]!r}.")
-            dataset_ids.append(int(parts[0]))
-            class_names.append(_split_names(parts[1], where))
+            dataset_id, names = int(parts[0]), _split_names(parts[1], where)
+            if dataset_id in id_lines:
+                raise VocabularyError(f"{where}: id {dataset_id} was already given on line {id_lines[dataset_id]}.")
+            entry = ",".join(names)
+            if entry in entry_lines:
+                raise VocabularyError(f"{where}: class {entry!r} was already given on line {entry_lines[entry]}.")
+            id_lines[dataset_id], entry_lines[entry] = number, number
+            dataset_ids.append(dataset_id)
+            class_names.append(names)
             is_thing.append(flag == "thing")
         if not class_names:
             raise VocabularyError(f"{source}: no class lines found.")
@@ -170,6 +233,20 @@ class Vocabulary:
             f"{dataset_id}:{','.join(names)}:{'thing' if thing else 'stuff'}\n"
             for dataset_id, names, thing in zip(self.dataset_ids, self.class_names, self.is_thing)
         )
+
+
+def _user_classes(labels, argument: str) -> list[list[str]]:
+    """A label string or list (see `Vocabulary.from_labels`) -> each class's names."""
+    if isinstance(labels, str):
+        return split_class_list(labels, argument) if labels.strip() else []
+    if not isinstance(labels, (list, tuple)):
+        raise VocabularyError(
+            f"{argument} must be a list of class names or a comma-separated string of them, got {type(labels).__name__}."
+        )
+    bad = [entry for entry in labels if not isinstance(entry, str)]
+    if bad:
+        raise VocabularyError(f"{argument}: every class entry must be a string, got {bad[:3]!r}.")
+    return [split_class_entry(entry, f"{argument}[{index}]") for index, entry in enumerate(labels)]
 
 
 def load_vocabulary(name_or_path: str | os.PathLike) -> Vocabulary:

@@ -239,6 +239,8 @@ def build_from_pretrained_backbones(
     sam_config, sam_state = load_sam_backbone(sam, **(sam_kwargs or {}))
     clip_config, clip_state = load_clip_backbone(clip, **(clip_kwargs or {}))
     possam_config = possam_config_for_backbones(sam_config, clip_config, config, **config_overrides)
+    # Recorded so that the model card can name the towers' origin (and `base_model` when it is a Hub id).
+    possam_config.sam_pretrained, possam_config.clip_pretrained = os.fspath(sam), os.fspath(clip)
     model = model_class(possam_config)
     load_checked(model.sam, sam_state, f"SAM checkpoint {os.fspath(sam)}", "PosSamModel.sam")
     load_checked(model.clip, clip_state, f"CLIP checkpoint {os.fspath(clip)}", "PosSamModel.clip")

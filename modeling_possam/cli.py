@@ -16,7 +16,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("possam.convert_cli", "convert SAM / CLIP checkpoints and build an untrained PosSAM from them"),
     "train": ("possam.training.train_cli", "train or fine-tune PosSAM on COCO-panoptic-format data"),
     "evaluate": ("possam.training.evaluate_cli", "PQ / mask AP / mIoU of a checkpoint on a panoptic split"),
+    "card": ("possam.model_card", "write a saved folder's model card (README.md), with its evaluation results"),
     "prepare-ade20k": ("possam.training.ade20k_cli", "convert ADE20K (semantic + instance PNGs) to COCO panoptic format"),
+    "export-onnx": ("possam.export_onnx_cli", "export the image path to ONNX and check it with ONNX Runtime"),
     "predict": ("possam.processing.predict_cli", "segment images with any class names: overlay, panoptic PNG, JSON"),
 }
 

@@ -23,7 +23,8 @@ def pooling_weights(mask_logits: torch.Tensor) -> torch.Tensor:
     logits = mask_logits.detach()
     binary = (logits > 0).to(logits.dtype)
     empty = binary.flatten(2).sum(-1) == 0
-    if not empty.any():
+    if not torch.compiler.is_exporting() and not empty.any():
+        # Shortcut only; an exported graph cannot branch on values and always takes the `where` below (same result).
         return binary
     soft = logits.flatten(2).float().softmax(-1).view_as(logits).to(logits.dtype)
     return torch.where(empty[..., None, None], soft, binary)

@@ -3,7 +3,7 @@
 Masks come from the frozen SAM image encoder through a feature pyramid, Mask2Former's pixel decoder and its
 masked-attention decoder; each mask is named by Local Discriminative Pooling (LDP) against CLIP text embeddings of
 any vocabulary; an IoU head rates each mask; at inference the Mask-Aware Selective Ensemble (MASE) combines LDP with
-frozen CLIP's own region classification. This file only wires the parts together; each concept has its own module.
+frozen CLIP's own region classification (in post-processing: `processing/mase.py`). This file only wires the parts together; each concept has its own module.
 
     pixels -> SAM (frozen) -> FPN -> pixel decoder -> masked-attention decoder -> masks, query states
     pixels -> CLIP vision (frozen) --------------------------------> dense features --+
@@ -30,13 +30,14 @@ from transformers.utils.generic import can_return_tuple
 from .backbones import build_from_pretrained_backbones
 from .clip_towers import PosSamClip
 from .configuration import PosSamConfig
+from .configuration.remote_code import SavesRemoteCode
 from .decoder import PosSamTransformerDecoder, ResizedMaskFeatures
 from .deformable_attention import PosSamPixelDecoder
 from .fpn import PosSamFeaturePyramid
 from .heads import PosSamIouHead
+from .loading import load_pretrained
 from .ldp import PosSamLocalDiscriminativePooling
 from .loss import PosSamLoss
-from .mase import ensemble_class_probabilities
 from .mask_pooling import mask_pool, pooling_weights
 from .outputs import PosSamDecoderOutput, PosSamImageFeatures, PosSamOutput, PosSamTextEmbeddings
 from .text_classifier import (
@@ -60,7 +61,7 @@ _MASK2FORMER_INITIALIZED = (
 TEXT_BATCH_SIZE = 512
 
 
-class PosSamPreTrainedModel(PreTrainedModel):
+class PosSamPreTrainedModel(SavesRemoteCode, PreTrainedModel):
     config: PosSamConfig
     base_model_prefix = "possam"
     main_input_name = "pixel_values"
@@ -78,6 +79,17 @@ class PosSamPreTrainedModel(PreTrainedModel):
         "Mask2FormerPixelDecoderEncoderLayer",
         "Mask2FormerMaskedAttentionDecoderLayer",
     ]
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, strict: bool = True, **kwargs):
+        """transformers' `from_pretrained`, strict: a missing local folder, a foreign or invalid config, an unreadable
+        weights file, and weights missing from, left over in or mis-shaped in the checkpoint raise a one-line
+        `possam.loading.ModelLoadError` naming the file (see `possam.loading`). `strict=False` initializes missing
+        or mis-shaped weights freshly instead, as transformers does by default."""
+        load = super().from_pretrained
+        return load_pretrained(
+            lambda name, **options: load(name, *model_args, **options), pretrained_model_name_or_path, strict, **kwargs
+        )
 
     def _initialize_weights(self, module: nn.Module, is_custom_code: bool = False):
         # transformers treats models defined outside the library as custom code and then skips every module without
@@ -127,10 +139,24 @@ class PosSamModel(PosSamPreTrainedModel):
         self.text_classifier = PosSamTextClassifier(config)
         self.criterion = PosSamLoss(config)
         self.post_init()
-        self.sam.requires_grad_(False)
-        self.clip.requires_grad_(False)
+        self.freeze_towers()
         # Cached text embeddings belong to the weights they were computed with.
         self.register_load_state_dict_post_hook(lambda module, incompatible_keys: module.text_classifier.clear_cache())
+
+    def freeze_towers(self) -> None:
+        """Freezes the SAM and CLIP towers (`requires_grad=False`): no gradients, no optimizer state, and no
+        parameters that DDP waits for. Called by `__init__` and again after every `from_pretrained`."""
+        self.sam.requires_grad_(False)
+        self.clip.requires_grad_(False)
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        # transformers' loader replaces every loaded tensor by a new `nn.Parameter(requires_grad=True)` after
+        # `__init__` has run (5.23, 5.24), whatever the dtype or device map, which would unfreeze both towers.
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        model.freeze_towers()
+        return loaded
 
     @classmethod
     def from_pretrained_backbones(
@@ -290,8 +316,6 @@ class PosSamModel(PosSamPreTrainedModel):
         mask_labels: list[torch.Tensor] | None = None,
         class_labels: list[torch.LongTensor] | None = None,
         ignore_mask: torch.Tensor | list[torch.Tensor] | None = None,
-        seen_classes: torch.BoolTensor | None = None,
-        ensemble_mode: str | None = None,
         output_auxiliary_logits: bool | None = None,
         output_image_features: bool | None = None,
         output_hidden_states: bool | None = None,
@@ -313,9 +337,8 @@ class PosSamModel(PosSamPreTrainedModel):
             mask_labels (`list[(num_segments_i, S, S)]`, *optional*): binary ground-truth masks per image.
             class_labels (`list[(num_segments_i,)]`, *optional*): their class indices into this call's vocabulary.
             ignore_mask (`(batch, S, S)` or list, *optional*): True on pixels the losses ignore (crowd, void).
-            seen_classes (`(C,)` bool, *optional*): classes seen in training, for `ensemble_mode="geometric"`.
-            ensemble_mode (`str`, *optional*): overrides `config.ensemble_mode` for this call.
-            output_auxiliary_logits (`bool`, *optional*): also return every intermediate prediction at inference.
+            output_auxiliary_logits (`bool`, *optional*): also return every intermediate prediction (they are computed
+                for the loss in training anyway; the output's fields do not depend on train/eval mode).
             output_image_features (`bool`, *optional*): return the frozen towers' features for reuse.
             output_hidden_states (`bool`, *optional*): return the pixel decoder's `mask_features`.
             original_sizes, reshaped_input_sizes (*optional*): accepted so an image processor's whole output can be
@@ -330,7 +353,7 @@ class PosSamModel(PosSamPreTrainedModel):
 
         pyramid = self.fpn(image_features.sam_image_embeddings)
         pixel_decoder_output = self.pixel_decoder(list(pyramid))
-        supervise_all = self.config.use_auxiliary_loss and (self.training or labels_given)
+        supervise_all = self.config.use_auxiliary_loss and labels_given
         return_all = supervise_all or bool(output_auxiliary_logits)
         decoded = self.transformer_decoder(
             pixel_decoder_output.multi_scale_features,
@@ -354,13 +377,6 @@ class PosSamModel(PosSamPreTrainedModel):
             loss_dict = self.criterion(supervised, mask_labels, class_labels, valid_mask)
             loss = self.criterion.total(loss_dict)
 
-        class_probabilities, mask_scores = None, None
-        if not self.training:
-            class_probabilities = ensemble_class_probabilities(
-                final["class_queries_logits"], clip_logits, final["iou_scores"], self.config, ensemble_mode, seen_classes
-            )
-            mask_scores = final["iou_scores"] ** self.config.iou_score_exponent
-
         default_vocabulary = input_ids is None and synonym_embeddings is None
         auxiliary = tuple({k: v for k, v in p.items() if k != "clip_region_embeddings"} for p in predictions[:-1])
         return PosSamOutput(
@@ -370,10 +386,8 @@ class PosSamModel(PosSamPreTrainedModel):
             masks_queries_logits=final["masks_queries_logits"],
             iou_scores=final["iou_scores"],
             clip_logits=clip_logits,
-            class_probabilities=class_probabilities,
-            mask_scores=mask_scores,
             vocabulary_is_thing=self._default_is_thing(final["class_queries_logits"]) if default_vocabulary else None,
-            auxiliary_predictions=auxiliary if return_all else None,
+            auxiliary_predictions=auxiliary if output_auxiliary_logits else None,
             image_features=image_features if output_image_features else None,
             mask_features=decoded.mask_features if output_hidden_states else None,
         )
@@ -496,6 +510,10 @@ class PosSamModel(PosSamPreTrainedModel):
 
 
 def _check_classes_present(synonym_to_class: torch.LongTensor) -> None:
+    if torch.compiler.is_exporting():
+        # The check reads the values, which an exported graph cannot branch on; `possam.onnx_export` documents that
+        # the exported graph takes the vocabulary as `PosSamTextEmbeddings` holds it. Eager calls always check.
+        return
     if synonym_to_class.numel() == 0:
         raise ValueError("The vocabulary is empty: give at least one class name.")
     counts = torch.bincount(synonym_to_class.clamp(min=0))

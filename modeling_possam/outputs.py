@@ -40,7 +40,8 @@ class PosSamTextEmbeddings(ModelOutput):
 
     @property
     def num_classes(self) -> int:
-        return int(self.synonym_to_class.max()) + 1
+        # `.item()` rather than `int()`: the same int in eager mode, and an unspecialized size when exported.
+        return self.synonym_to_class.max().item() + 1
 
     def save(self, path: str) -> None:
         """Writes the text classifier to a safetensors file, e.g. beside a checkpoint, to skip the text tower later."""
@@ -91,6 +92,10 @@ class PosSamDecoderOutput(ModelOutput):
 class PosSamOutput(ModelOutput):
     """Output of [`PosSamModel`]. C is the number of classes of the vocabulary of this call, K the number of queries.
 
+    The fields are the same in train and eval mode. The class ensemble (MASE) that turns `class_queries_logits`,
+    `clip_logits` and `iou_scores` into class probabilities is post-processing (`ensemble_mode` of
+    `post_process_*_segmentation`), so one forward pass serves every ensemble mode.
+
     Args:
         loss (`torch.FloatTensor` of shape `()`, *optional*):
             Weighted sum of all losses (all decoder predictions when deep supervision is on), when labels are given.
@@ -105,17 +110,12 @@ class PosSamOutput(ModelOutput):
             Predicted IoU of each mask with its object, in [0, 1].
         clip_logits (`torch.FloatTensor` of shape `(batch_size, K, C)`):
             Out-of-vocabulary logits: the frozen CLIP's mask-pooled region embedding against the class texts.
-        class_probabilities (`torch.FloatTensor` of shape `(batch_size, K, C + 1)`, *optional*):
-            Inference only: class probabilities after the ensemble (`config.ensemble_mode`, MASE by default), each
-            class column scaled by (1 - void probability); the last column is the void probability.
-        mask_scores (`torch.FloatTensor` of shape `(batch_size, K)`, *optional*):
-            Inference only: how much each mask is trusted when ranking segments, `iou_scores ** iou_score_exponent`.
         vocabulary_is_thing (`torch.BoolTensor` of shape `(batch_size, C)`, *optional*):
             Thing flags of the classes when the model's default vocabulary was used (post-processing then knows which
             classes to merge as stuff); `None` for a vocabulary given by the caller.
         auxiliary_predictions (`tuple[dict[str, torch.FloatTensor]]`, *optional*):
             For each intermediate prediction (deep supervision): `class_queries_logits`, `masks_queries_logits`,
-            `iou_scores`. Present in training, or when asked with `output_auxiliary_logits=True`.
+            `iou_scores`. Present when asked with `output_auxiliary_logits=True`.
         image_features ([`PosSamImageFeatures`], *optional*):
             The frozen towers' features, when asked with `output_image_features=True`, to reuse for another vocabulary.
         mask_features (`torch.FloatTensor` of shape `(batch_size, mask_feature_size, height / 4, width / 4)`, *optional*):
@@ -128,8 +128,6 @@ class PosSamOutput(ModelOutput):
     masks_queries_logits: torch.FloatTensor | None = None
     iou_scores: torch.FloatTensor | None = None
     clip_logits: torch.FloatTensor | None = None
-    class_probabilities: torch.FloatTensor | None = None
-    mask_scores: torch.FloatTensor | None = None
     vocabulary_is_thing: torch.BoolTensor | None = None
     auxiliary_predictions: tuple[dict[str, torch.FloatTensor], ...] | None = None
     image_features: PosSamImageFeatures | None = None

@@ -1,7 +1,8 @@
 """Reading user images into RGB arrays, with errors that say what was expected.
 
-Accepted per image: a PIL image (transparency is composited onto white, as transformers does; 16/32-bit integer and
-float modes are range-checked like arrays rather than clipped), a path to an image file, or a numpy array / torch
+Accepted per image: a PIL image (transparency is composited onto white, as transformers does; 16-bit grayscale is
+scaled by its bit depth, 0-65535 -> 0-255; 32-bit integer and float modes are range-checked like arrays rather than
+clipped), a path to an image file, or a numpy array / torch
 tensor of shape (H, W), (H, W, C) or (C, H, W) with C in {1, 3, 4}: uint8, other integers in [0, 255], or floats in
 [0, 1] or [0, 255] (a float image whose maximum is <= 1 is read as [0, 1]). A layout that fits both (H, W, C) and
 (C, H, W) is read as (H, W, C) for numpy arrays and (C, H, W) for tensors, each library's own convention. A batch is a
@@ -19,6 +20,8 @@ import torch
 
 
 CHANNELS = (1, 3, 4)
+# PIL modes of 16-bit grayscale images: scaled by 255 / 65535, never judged by their values.
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
 def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
@@ -28,8 +31,12 @@ def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
 
 
 def _from_pil(image: PIL.Image.Image, where: str) -> np.ndarray:
+    if image.mode in SIXTEEN_BIT_MODES:
+        # 16-bit grayscale (PNG, TIFF): the file says its bit depth, so scale by it, whatever the values are.
+        gray = np.asarray(image).astype(np.float32) * (255.0 / 65535.0)
+        return np.repeat(gray[..., None], 3, axis=-1)
     if image.mode == "F" or image.mode.startswith("I"):
-        # 32-bit integer / float / 16-bit images: PIL's RGB conversion would clip them silently; check their range.
+        # 32-bit integer and float images: PIL's RGB conversion would clip them silently; check their range.
         return _from_array(np.array(image), channels_first=False, where=where)
     has_alpha = "A" in image.getbands() or image.info.get("transparency") is not None
     if has_alpha:
@@ -44,9 +51,13 @@ def _from_path(path, where: str) -> np.ndarray:
         with PIL.Image.open(path) as image:
             image.load()
             # Photos store their orientation in EXIF; apply it so masks line up with what the user sees.
-            return _from_pil(PIL.ImageOps.exif_transpose(image), where)
+            image = PIL.ImageOps.exif_transpose(image)
     except (OSError, ValueError, PIL.Image.DecompressionBombError) as error:
         raise ValueError(f"{where}: cannot read image file {os.fspath(path)!r}: {error}") from None
+    try:
+        return _from_pil(image, where)
+    except ValueError as error:  # already names `where`; add the file
+        raise ValueError(f"{error} (file {os.fspath(path)!r})") from None
 
 
 def _from_array(array: np.ndarray, channels_first: bool, where: str) -> np.ndarray:

@@ -3,8 +3,7 @@
     >>> import possam  # registers the task
     >>> from transformers import pipeline
     >>> segmenter = pipeline("open-vocab-panoptic", model="path/to/possam")
-    >>> segments = segmenter("street.jpg", candidate_labels=["car", "person,pedestrian", "road", "sky"],
-    ...                      stuff_labels=["road", "sky"])
+    >>> segments = segmenter("street.jpg", candidate_labels="car,person|pedestrian,road,sky", stuff_labels="road,sky")
     >>> segments[0]["label"], segments[0]["mask"].size   # PIL "L" mask at the image's size, 255 inside
 
 The output follows transformers' `image-segmentation` pipeline (a list of `{"score", "label", "mask"}` per image);
@@ -14,6 +13,7 @@ once by the model (both cache it), however many images or batches it is used for
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 
 import numpy as np
@@ -21,12 +21,14 @@ import PIL.Image
 import torch
 from transformers.pipelines import PIPELINE_REGISTRY, Pipeline
 
-from ..configuration.vocabulary import Vocabulary
-from ..mase import ENSEMBLE_MODES, seen_class_mask
+from ..configuration.vocabulary import Vocabulary, load_vocabulary
+from .mase import check_ensemble_mode, geometric_seen_classes
 from .processing_possam import PosSamProcessor, resolve_vocabulary
 
 TASK = "open-vocab-panoptic"
 SUBTASKS = ("panoptic", "instance", "semantic")
+# Keys of one input dict, as in transformers' zero-shot-object-detection pipeline: {"image": ..., "candidate_labels": ...}.
+INPUT_KEYS = ("image", "candidate_labels", "stuff_labels")
 
 NO_DEFAULT_MODEL = (
     f"The {TASK!r} pipeline has no default model: no public PosSAM weights exist. Pass a PosSAM checkpoint, e.g. "
@@ -50,6 +52,16 @@ class _NoDefaultModel(Mapping):
 
     def __len__(self) -> int:
         return 1
+
+
+def _is_per_image(labels) -> bool:
+    """Per-image label lists (`[["cat", "dog"], ["sky"]]`) rather than one vocabulary for every image."""
+    return isinstance(labels, (list, tuple)) and bool(labels) and all(isinstance(item, (list, tuple)) for item in labels)
+
+
+def _vocabulary_key(vocabulary: Vocabulary | None):
+    """What the model's forward depends on: the class names (thing/stuff flags only matter to post-processing)."""
+    return None if vocabulary is None else tuple(tuple(names) for names in vocabulary.class_names)
 
 
 def _mask_image(mask: torch.Tensor | np.ndarray) -> PIL.Image.Image:
@@ -84,7 +96,6 @@ class OpenVocabPanopticPipeline(Pipeline):
                 f"The {TASK!r} pipeline needs a PosSamProcessor (processor=...), got {type(self.processor).__name__}. "
                 "Save one next to the model with processor.save_pretrained(model_dir)."
             )
-        # Ensembled class probabilities (what post-processing reads) exist in eval mode only.
         self.model.eval()
 
     def __call__(self, inputs=None, **kwargs):
@@ -92,14 +103,22 @@ class OpenVocabPanopticPipeline(Pipeline):
 
         Args:
             inputs: an image (PIL image, file path, http(s) URL, numpy array or tensor) or a list of images; also
-                accepted as `images=`. A list returns a list of results, one per image.
-            candidate_labels (`list[str]`, `str` or [`Vocabulary`], *optional*): the classes, one entry per class; a
-                comma inside an entry separates synonyms of one class ("person,child"; the first name is the label).
-                Also a shipped vocabulary name (`"coco_panoptic"`, `"ade20k_150"`, `"ade20k_847"`) or a vocabulary
-                file (`id:name1,name2[:thing|:stuff]` lines). Default: the model's vocabulary (`config.vocabulary`).
-            stuff_labels (`list[str]`, *optional*): labels of `candidate_labels` that are stuff (sky, grass): merged
-                into one segment per class in panoptic results and left out of instance results. Vocabulary files and
-                the model's vocabulary carry their own thing/stuff flags.
+                accepted as `images=`. A list returns a list of results, one per image (an empty list returns `[]`).
+                As in transformers' zero-shot-object-detection pipeline, an input can also be a dict
+                `{"image": ..., "candidate_labels": ..., "stuff_labels": ...}` (labels optional) or a list of them.
+            candidate_labels (`list[str]`, `str` or `list[list[str]]`, *optional*): the classes, as transformers'
+                zero-shot pipelines take them: a list with one entry per class (`["car", "person|pedestrian"]`), or a
+                string of comma-separated classes (`"car,person|pedestrian"`). `|` separates synonyms of one class (the
+                first name is the label); inside a list entry the older `"person,pedestrian"` form also means one
+                class. A list of such lists, one per image of a list input, gives each image its own classes.
+                Default: the model's vocabulary (`config.vocabulary`).
+            stuff_labels (`list[str]` or `str`, *optional*): labels of `candidate_labels` that are stuff (sky, grass),
+                as a list or a comma-separated string: merged into one segment per class in panoptic results and left
+                out of instance results. With per-image labels: one list per image, or one shared list (each stuff
+                label then applies to the images whose labels contain it).
+            vocabulary (`str`, `os.PathLike` or [`Vocabulary`], *optional*): instead of `candidate_labels`, a shipped
+                vocabulary (`"coco_panoptic"`, `"ade20k_150"`, `"ade20k_847"`) or a vocabulary file
+                (`id:name1,name2[:thing|:stuff]` lines). Vocabulary files carry their own thing/stuff flags.
             subtask (`str`, *optional*, defaults to `"panoptic"`): `"panoptic"`, `"instance"` (top-scoring, possibly
                 overlapping instances of thing classes) or `"semantic"` (one segment per class present, score None).
             threshold (`float`, *optional*, defaults to 0.0): minimum segment score. Scores are class probability x
@@ -109,7 +128,8 @@ class OpenVocabPanopticPipeline(Pipeline):
                 when it keeps less than this fraction of its own mask after overlaps are resolved.
             ensemble_mode (`str`, *optional*): overrides `config.ensemble_mode` (`"mase"`, `"geometric"`,
                 `"ldp_only"`, `"clip_only"`); `"geometric"` marks as seen the classes named in
-                `config.training_vocabulary`.
+                `config.training_vocabulary`. The ensemble is post-processing: the model's forward pass is the same
+                in every mode.
             return_panoptic_map (`bool`, *optional*, defaults to `False`): return the segment id map and
                 `segments_info` with the segments (see the class docstring). For `"instance"` the map holds the best
                 instance at each pixel while `segments` keep each instance's full mask; for `"semantic"` segment k
@@ -123,7 +143,43 @@ class OpenVocabPanopticPipeline(Pipeline):
             inputs = kwargs.pop("images")
         if inputs is None:
             raise ValueError(f"The {TASK!r} pipeline needs images: pipe(image_or_list_of_images, ...).")
+        if isinstance(inputs, (list, tuple)) and len(inputs) == 0:
+            return []
+        if _is_per_image(kwargs.get("candidate_labels")):
+            inputs = self._per_image_inputs(inputs, kwargs.pop("candidate_labels"), kwargs.pop("stuff_labels", None))
         return super().__call__(inputs, **kwargs)
+
+    @staticmethod
+    def _per_image_inputs(images, candidate_labels, stuff_labels) -> list[dict]:
+        """Images with per-image label lists -> one `{"image", "candidate_labels", "stuff_labels"}` dict per image."""
+        if not isinstance(images, (list, tuple)) or len(images) != len(candidate_labels):
+            count = len(images) if isinstance(images, (list, tuple)) else "one image, not a list"
+            raise ValueError(
+                f"candidate_labels holds {len(candidate_labels)} per-image label lists, so the input must be a list of "
+                f"as many images; got {count}."
+            )
+        if _is_per_image(stuff_labels):
+            if len(stuff_labels) != len(images):
+                raise ValueError(
+                    f"stuff_labels holds {len(stuff_labels)} per-image lists for {len(images)} images; give one per "
+                    "image or one shared list."
+                )
+            return [
+                {"image": image, "candidate_labels": labels, "stuff_labels": stuff}
+                for image, labels, stuff in zip(images, candidate_labels, stuff_labels)
+            ]
+        if stuff_labels is None:
+            return [{"image": image, "candidate_labels": labels} for image, labels in zip(images, candidate_labels)]
+        # One shared stuff list: each image gets the stuff labels that are among its own classes.
+        stuff = Vocabulary.from_labels(stuff_labels).labels
+        per_image = [Vocabulary.from_labels(labels).labels for labels in candidate_labels]
+        unused = [label for label in stuff if not any(label in labels for labels in per_image)]
+        if unused:
+            raise ValueError(f"Stuff label(s) {unused} are not among any image's candidate_labels.")
+        return [
+            {"image": image, "candidate_labels": labels, "stuff_labels": [label for label in stuff if label in names]}
+            for image, labels, names in zip(images, candidate_labels, per_image)
+        ]
 
     # ------------------------------------------------------------------ parameters
 
@@ -131,6 +187,7 @@ class OpenVocabPanopticPipeline(Pipeline):
         self,
         candidate_labels=None,
         stuff_labels=None,
+        vocabulary=None,
         subtask: str | None = None,
         threshold: float | None = None,
         mask_threshold: float | None = None,
@@ -144,24 +201,39 @@ class OpenVocabPanopticPipeline(Pipeline):
         if unknown:
             raise TypeError(
                 f"Unknown parameter(s) {sorted(unknown)} for the {TASK!r} pipeline; accepted: candidate_labels, "
-                "stuff_labels, subtask, threshold, mask_threshold, overlap_mask_area_threshold, ensemble_mode, "
-                "return_panoptic_map, batch_size, timeout."
+                "stuff_labels, vocabulary, subtask, threshold, mask_threshold, overlap_mask_area_threshold, "
+                "ensemble_mode, return_panoptic_map, batch_size, timeout."
             )
         preprocess, forward, postprocess = {}, {}, {}
         if timeout is not None:
             preprocess["timeout"] = timeout
-        if candidate_labels is not None:
+        if candidate_labels is not None and vocabulary is not None:
+            raise ValueError("Pass either candidate_labels (class names) or vocabulary (a shipped or file vocabulary).")
+        if _is_per_image(candidate_labels):
+            raise ValueError("Per-image candidate_labels go with the call on a list of images, not with pipeline().")
+        if vocabulary is not None:
+            if stuff_labels is not None:
+                raise ValueError("stuff_labels go with candidate_labels; a vocabulary has its own thing/stuff flags.")
+            if not isinstance(vocabulary, Vocabulary):
+                if not isinstance(vocabulary, (str, os.PathLike)):
+                    raise TypeError(
+                        "vocabulary must be a shipped vocabulary's name, a vocabulary file or a Vocabulary, got "
+                        f"{type(vocabulary).__name__}; class names go to candidate_labels."
+                    )
+                vocabulary = load_vocabulary(vocabulary)
+        elif candidate_labels is not None:
             vocabulary = resolve_vocabulary(candidate_labels, stuff_labels)
-            if getattr(self, "processor", None) is not None:
-                # Tokenizing now surfaces vocabulary errors (prompts too long) before any image is read, and fills the
-                # processor's cache that every batch then reads.
-                self.processor.encode_vocabulary(vocabulary)
-            forward["vocabulary"] = postprocess["vocabulary"] = vocabulary
         elif stuff_labels is not None:
             raise ValueError(
                 "stuff_labels were given without candidate_labels; pass them together (the model's default "
                 "vocabulary has its own thing/stuff flags in config.vocabulary_is_thing)."
             )
+        if vocabulary is not None:
+            if getattr(self, "processor", None) is not None:
+                # Tokenizing now surfaces vocabulary errors (prompts too long) before any image is read, and fills the
+                # processor's cache that every batch then reads.
+                self.processor.encode_vocabulary(vocabulary)
+            preprocess["vocabulary"] = vocabulary
         if subtask is not None:
             if subtask not in SUBTASKS:
                 raise ValueError(f"subtask must be one of {SUBTASKS}, got {subtask!r}.")
@@ -178,22 +250,12 @@ class OpenVocabPanopticPipeline(Pipeline):
         if return_panoptic_map is not None:
             postprocess["return_panoptic_map"] = bool(return_panoptic_map)
         if ensemble_mode is not None:
-            if ensemble_mode not in ENSEMBLE_MODES:
-                raise ValueError(f"ensemble_mode must be one of {ENSEMBLE_MODES}, got {ensemble_mode!r}.")
+            check_ensemble_mode(ensemble_mode)
             if ensemble_mode == "geometric":
-                self._check_training_vocabulary()
-            forward["ensemble_mode"] = ensemble_mode
+                # Fails now, before any image is read, when the model does not know its training classes.
+                geometric_seen_classes([], self.model.config.training_vocabulary)
+            postprocess["ensemble_mode"] = ensemble_mode
         return preprocess, forward, postprocess
-
-    def _check_training_vocabulary(self) -> list[str]:
-        training_vocabulary = self.model.config.training_vocabulary
-        if not training_vocabulary:
-            raise ValueError(
-                "ensemble_mode='geometric' decides which classes were seen in training by name, but this model's "
-                "config has no training_vocabulary. Use ensemble_mode='mase' (per-image, needs no names) or set "
-                "config.training_vocabulary to the class names the model was trained on."
-            )
-        return training_vocabulary
 
     def default_vocabulary(self) -> Vocabulary:
         """The model's own vocabulary (`config.vocabulary` with `config.vocabulary_is_thing`), used without labels."""
@@ -201,12 +263,10 @@ class OpenVocabPanopticPipeline(Pipeline):
 
     # ------------------------------------------------------------------ the three stages
 
-    def preprocess(self, image, timeout: float | None = None) -> dict[str, torch.Tensor]:
-        if isinstance(image, str) and image.startswith(("http://", "https://")):
-            from transformers.image_utils import load_image
-
-            image = load_image(image, timeout=timeout)
-        inputs = self.processor.image_processor(images=image, return_tensors="pt")
+    def preprocess(self, image, vocabulary: Vocabulary | None = None, timeout: float | None = None) -> dict:
+        if isinstance(image, Mapping):
+            image, vocabulary = self._input_dict(image, vocabulary)
+        inputs = self.processor.image_processor(images=image, return_tensors="pt", timeout=timeout)
         if inputs["pixel_values"].shape[0] != 1:
             raise ValueError(
                 f"One pipeline input held {inputs['pixel_values'].shape[0]} images (a 4-D array or tensor, or a "
@@ -216,29 +276,59 @@ class OpenVocabPanopticPipeline(Pipeline):
             "pixel_values": inputs["pixel_values"].to(self.dtype),
             "original_sizes": inputs["original_sizes"],
             "reshaped_input_sizes": inputs["reshaped_input_sizes"],
+            "vocabulary": vocabulary,
         }
 
-    def _forward(self, model_inputs, vocabulary: Vocabulary | None = None, ensemble_mode: str | None = None):
+    def _input_dict(self, item: Mapping, vocabulary: Vocabulary | None):
+        """`{"image", "candidate_labels", "stuff_labels"}` -> the image and its vocabulary (labels override the call's)."""
+        unknown = sorted(set(item) - set(INPUT_KEYS))
+        if "image" not in item or unknown:
+            raise ValueError(
+                f"An input dict needs an 'image' and may have 'candidate_labels' and 'stuff_labels'; got keys "
+                f"{sorted(item)}."
+            )
+        if item.get("candidate_labels") is not None:
+            vocabulary = resolve_vocabulary(item["candidate_labels"], item.get("stuff_labels"))
+        elif item.get("stuff_labels") is not None:
+            raise ValueError("An input dict has stuff_labels without candidate_labels; give them together.")
+        return item["image"], vocabulary
+
+    def _forward(self, model_inputs):
+        # Batched, `vocabulary` is a list with one entry per image; images sharing a vocabulary run together.
+        vocabularies = model_inputs.pop("vocabulary")
+        batched = isinstance(vocabularies, list)
+        vocabularies = vocabularies if batched else [vocabularies]
+        groups: dict = {}
+        for index, vocabulary in enumerate(vocabularies):
+            groups.setdefault(_vocabulary_key(vocabulary), []).append(index)
+        if len(groups) == 1:
+            outputs = self._forward_vocabulary(model_inputs, vocabularies[0])
+            return {**outputs, "vocabulary": vocabularies if batched else vocabularies[0]}
+        # Different class counts cannot share a tensor: each output becomes a list with one (unbatched) tensor per
+        # image, which the pipeline's batch iterator hands to postprocess one by one.
+        per_image = [None] * len(vocabularies)
+        for indices in groups.values():
+            selected = torch.tensor(indices)
+            group_inputs = {name: value[selected] for name, value in model_inputs.items()}
+            outputs = self._forward_vocabulary(group_inputs, vocabularies[indices[0]])
+            for position, index in enumerate(indices):
+                per_image[index] = {name: value[position] for name, value in outputs.items()}
+        merged = {name: [outputs[name] for outputs in per_image] for name in per_image[0]}
+        return {**merged, "vocabulary": vocabularies}
+
+    def _forward_vocabulary(self, model_inputs, vocabulary: Vocabulary | None):
         text_inputs = {}
         if vocabulary is not None:
             text_inputs = self.processor.encode_vocabulary(vocabulary)
         elif not self.model.text_classifier.has_default_vocabulary:
             # No stored text embeddings: embed the default vocabulary's names like any other vocabulary (cached).
             text_inputs = self.processor.encode_vocabulary(self.default_vocabulary())
-        seen_classes = None
-        if (ensemble_mode or self.model.config.ensemble_mode) == "geometric":
-            labels = (vocabulary or self.default_vocabulary()).entries
-            seen_classes = seen_class_mask(labels, self._check_training_vocabulary())
-        outputs = self.model(
-            pixel_values=model_inputs["pixel_values"],
-            **text_inputs,
-            ensemble_mode=ensemble_mode,
-            seen_classes=seen_classes,
-        )
+        outputs = self.model(pixel_values=model_inputs["pixel_values"], **text_inputs)
         # Only per-image tensors: the pipeline's batch iterator splits every value along its first dimension.
         return {
-            "class_probabilities": outputs.class_probabilities,
-            "mask_scores": outputs.mask_scores,
+            "class_queries_logits": outputs.class_queries_logits,
+            "clip_logits": outputs.clip_logits,
+            "iou_scores": outputs.iou_scores,
             "masks_queries_logits": outputs.masks_queries_logits,
             "original_sizes": model_inputs["original_sizes"],
             "reshaped_input_sizes": model_inputs["reshaped_input_sizes"],
@@ -247,17 +337,20 @@ class OpenVocabPanopticPipeline(Pipeline):
     def postprocess(
         self,
         model_outputs,
-        vocabulary: Vocabulary | None = None,
         subtask: str = "panoptic",
         threshold: float = 0.0,
         mask_threshold: float = 0.5,
         overlap_mask_area_threshold: float = 0.8,
         return_panoptic_map: bool = False,
+        ensemble_mode: str | None = None,
     ):
+        vocabulary = model_outputs.pop("vocabulary")
         vocabulary = vocabulary if vocabulary is not None else self.default_vocabulary()
-        sizes = {
+        options = {
             "target_sizes": model_outputs["original_sizes"],
             "reshaped_input_sizes": model_outputs["reshaped_input_sizes"],
+            "ensemble_mode": ensemble_mode,
+            "config": self.model.config,
         }
         if subtask == "panoptic":
             result = self.processor.post_process_panoptic_segmentation(
@@ -266,7 +359,7 @@ class OpenVocabPanopticPipeline(Pipeline):
                 threshold=threshold,
                 mask_threshold=mask_threshold,
                 overlap_mask_area_threshold=overlap_mask_area_threshold,
-                **sizes,
+                **options,
             )[0]
             segmentation, segments_info = result["segmentation"], result["segments_info"]
             masks = [segmentation == segment["id"] for segment in segments_info]
@@ -277,7 +370,7 @@ class OpenVocabPanopticPipeline(Pipeline):
                 threshold=threshold,
                 mask_threshold=mask_threshold,
                 return_binary_maps=True,
-                **sizes,
+                **options,
             )[0]
             segments_info, masks = result["segments_info"], list(result["segmentation"])
             # Where instances overlap, the map shows the best one (instances are sorted by decreasing score).
@@ -285,7 +378,7 @@ class OpenVocabPanopticPipeline(Pipeline):
             for segment, mask in reversed(list(zip(segments_info, masks))):
                 segmentation[mask.cpu()] = segment["id"]
         else:
-            label_map = self.processor.post_process_semantic_segmentation(model_outputs, vocabulary, **sizes)[0].cpu()
+            label_map = self.processor.post_process_semantic_segmentation(model_outputs, vocabulary, **options)[0].cpu()
             present = torch.unique(label_map).tolist()
             labels = vocabulary.labels
             segments_info = [
@@ -315,8 +408,8 @@ class OpenVocabPanopticPipeline(Pipeline):
     def save_pretrained(self, save_directory, **kwargs):
         """Saves the model and its processor, loadable again with `pipeline("open-vocab-panoptic", model=...)`.
 
-        transformers' default would also record this pipeline as Hub custom code in the config, which would then
-        demand `trust_remote_code=True` to load a checkpoint whose pipeline ships with the installed `possam`.
+        transformers' default would copy this module's source into the folder as Hub custom code; PosSAM's config
+        already names its thin remote code (`custom_pipelines`, see `possam.configuration.remote_code`).
         """
         self.model.save_pretrained(save_directory, **kwargs)
         self.processor.save_pretrained(save_directory, **kwargs)

@@ -1,8 +1,10 @@
 """Post-processing of [`PosSamOutput`] into panoptic, instance and semantic segmentations (SPEC.md section 3).
 
-All three read the inference-only fields of the model output:
+All three first turn the model output into per-query scores with the class ensemble (`mase.py`: `ensemble_mode`,
+default `config.ensemble_mode`), so one forward pass can be post-processed in every mode:
 
-- `class_probabilities` (B, K, C + 1): ensembled class probabilities, void last, classes scaled by (1 - void);
+- `class_probabilities` (B, K, C + 1): ensembled class probabilities, void last, classes scaled by (1 - void), from
+  `class_queries_logits`, `clip_logits` and `iou_scores` (or given precomputed, with `mask_scores`);
 - `mask_scores` (B, K): how much each mask is trusted (predicted IoU ** gamma);
 - `masks_queries_logits` (B, K, h, w): mask logits at stride 4 of the padded S x S input;
 - `vocabulary_is_thing` (C,) or (B, C), optional: thing flags, used when no stuff classes are given.
@@ -23,6 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..configuration import PosSamConfig
+from .mase import ensemble_scores
 from .resizing import longest_edge_resize_shape, mask_to_image_matrix
 
 
@@ -48,15 +52,31 @@ def _field(outputs, name: str):
     return getattr(outputs, name, None)
 
 
-def read_predictions(outputs) -> _Predictions:
-    """Checks and extracts the fields post-processing uses from a `PosSamOutput` (or any dict with those keys)."""
+def read_predictions(
+    outputs,
+    config: PosSamConfig | None = None,
+    ensemble_mode: str | None = None,
+    seen_classes: torch.BoolTensor | None = None,
+) -> _Predictions:
+    """Checks and extracts the fields post-processing uses from a `PosSamOutput` (or any dict with those keys),
+    ensembling the class logits (see `mase.ensemble_outputs`) unless `class_probabilities` and `mask_scores` are given.
+    """
     probabilities = _field(outputs, "class_probabilities")
     mask_scores = _field(outputs, "mask_scores")
     masks = _field(outputs, "masks_queries_logits")
     if probabilities is None or mask_scores is None:
+        logits = {name: _field(outputs, name) for name in ("class_queries_logits", "clip_logits", "iou_scores")}
+        missing = [name for name, value in logits.items() if value is None]
+        if missing:
+            raise ValueError(
+                f"The model output lacks {missing}: post-processing needs the class logits, CLIP logits and IoU scores "
+                "of a PosSamModel output (or precomputed class_probabilities and mask_scores)."
+            )
+        probabilities, mask_scores = ensemble_scores(*logits.values(), config, ensemble_mode, seen_classes)
+    elif ensemble_mode is not None or seen_classes is not None:
         raise ValueError(
-            "The model output has no class_probabilities / mask_scores: they are computed at inference only, so run "
-            "the model in eval mode (model.eval()) before post-processing."
+            "The outputs hold precomputed class_probabilities and mask_scores; ensemble_mode / seen_classes apply to "
+            "model outputs (class_queries_logits, clip_logits, iou_scores) only."
         )
     if masks is None:
         raise ValueError("The model output has no masks_queries_logits to post-process.")
@@ -85,7 +105,17 @@ def read_predictions(outputs) -> _Predictions:
                 f"{probabilities.shape[-1] - 1} classes: expected (C,) or (batch, C)."
             )
         stuff = set(torch.nonzero(~is_thing.reshape(-1, is_thing.shape[-1])[0]).flatten().tolist())
-    return _Predictions(probabilities.float(), mask_scores.float(), masks.float(), stuff)
+    # Post-processing never back-propagates: outputs of a model in training mode come with gradients.
+    return _Predictions(probabilities.detach().float(), mask_scores.detach().float(), masks.detach().float(), stuff)
+
+
+def num_classes_of(outputs) -> int:
+    """C, the number of classes of the vocabulary a model output (or precomputed probabilities) was computed with."""
+    for name, extra_columns in (("clip_logits", 0), ("class_queries_logits", 1), ("class_probabilities", 1)):
+        value = _field(outputs, name)
+        if value is not None:
+            return value.shape[-1] - extra_columns
+    raise ValueError("The model output has no class_queries_logits, clip_logits or class_probabilities.")
 
 
 def _stuff_labels(predictions: _Predictions, given: Iterable[int] | None) -> set[int]:
@@ -186,6 +216,9 @@ def post_process_panoptic_segmentation(
     target_sizes: Sequence[tuple[int, int]] | torch.Tensor | None = None,
     padded_size: int | None = None,
     reshaped_input_sizes: Sequence[tuple[int, int]] | torch.Tensor | None = None,
+    ensemble_mode: str | None = None,
+    seen_classes: torch.BoolTensor | None = None,
+    config: PosSamConfig | None = None,
 ) -> list[dict]:
     """Panoptic segmentation: each pixel belongs to at most one segment; stuff segments of a class are merged.
 
@@ -197,7 +230,7 @@ def post_process_panoptic_segmentation(
     merged into one segment. Segments are numbered 1..N by decreasing score; 0 is void.
 
     Args:
-        outputs ([`PosSamOutput`] or dict): the model output (eval mode), see the module docstring.
+        outputs ([`PosSamOutput`] or dict): the model output (train or eval mode), see the module docstring.
         threshold: minimum query score. 0 keeps every non-void query, as FC-CLIP does (the IoU already ranks them).
         mask_threshold: probability above which a pixel belongs to a mask.
         overlap_mask_area_threshold: minimum fraction of its own mask a segment must keep.
@@ -208,13 +241,18 @@ def post_process_panoptic_segmentation(
         padded_size: S, the side of the padded model input; `None` takes 4x the mask size.
         reshaped_input_sizes: (height, width) of each image after resizing, before padding; `None` recomputes it from
             `target_sizes` exactly as pre-processing resized.
+        ensemble_mode: the class ensemble, `"mase"`, `"geometric"`, `"ldp_only"` or `"clip_only"`; `None` takes
+            `config.ensemble_mode`.
+        seen_classes: `(C,)` bool flags of the classes seen in training, needed by `"geometric"`.
+        config: the model's `PosSamConfig` (ensemble mode, alpha, beta, MASE thresholds, IoU exponent); `None` takes
+            `PosSamConfig`'s defaults.
 
     Returns:
         One dict per image: `segmentation` (H, W) int32 tensor of segment ids, and `segments_info`, a list of
         `{"id", "label_id", "was_fused", "score"}` (`was_fused`: the class is fused per class, as in transformers).
     """
     _check_thresholds(mask_threshold=mask_threshold, overlap_mask_area_threshold=overlap_mask_area_threshold)
-    predictions = read_predictions(outputs)
+    predictions = read_predictions(outputs, config, ensemble_mode, seen_classes)
     stuff = _stuff_labels(predictions, label_ids_to_fuse)
     plans = _plans(predictions, padded_size, target_sizes, reshaped_input_sizes)
     return [
@@ -291,6 +329,9 @@ def post_process_instance_segmentation(
     stuff_label_ids: Iterable[int] | None = None,
     padded_size: int | None = None,
     reshaped_input_sizes: Sequence[tuple[int, int]] | torch.Tensor | None = None,
+    ensemble_mode: str | None = None,
+    seen_classes: torch.BoolTensor | None = None,
+    config: PosSamConfig | None = None,
 ) -> list[dict]:
     """Instance segmentation: the `top_k` best (query, class) pairs, which may overlap.
 
@@ -300,8 +341,8 @@ def post_process_instance_segmentation(
     for mask AP), as are empty masks and scores not above `threshold`. Instances are numbered 1..N by decreasing score.
 
     Args:
-        outputs, mask_threshold, target_sizes, padded_size, reshaped_input_sizes: as in
-            [`post_process_panoptic_segmentation`].
+        outputs, mask_threshold, target_sizes, padded_size, reshaped_input_sizes, ensemble_mode, seen_classes,
+            config: as in [`post_process_panoptic_segmentation`].
         threshold: minimum instance score.
         overlap_mask_area_threshold: not used (instances may overlap); accepted because transformers'
             `image-segmentation` pipeline passes it to every post-processing method.
@@ -318,7 +359,7 @@ def post_process_instance_segmentation(
     _check_thresholds(mask_threshold=mask_threshold)
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}.")
-    predictions = read_predictions(outputs)
+    predictions = read_predictions(outputs, config, ensemble_mode, seen_classes)
     excluded = _stuff_labels(predictions, stuff_label_ids)
     plans = _plans(predictions, padded_size, target_sizes, reshaped_input_sizes)
     return [
@@ -387,6 +428,9 @@ def post_process_semantic_segmentation(
     target_sizes: Sequence[tuple[int, int]] | torch.Tensor | None = None,
     padded_size: int | None = None,
     reshaped_input_sizes: Sequence[tuple[int, int]] | torch.Tensor | None = None,
+    ensemble_mode: str | None = None,
+    seen_classes: torch.BoolTensor | None = None,
+    config: PosSamConfig | None = None,
 ) -> list[torch.Tensor]:
     """Semantic segmentation: each pixel takes `argmax_c sum_k p[k, c] * sigmoid(mask_k)` over the C classes.
 
@@ -395,7 +439,7 @@ def post_process_semantic_segmentation(
     Returns:
         One (H, W) int64 tensor of label ids (0..C-1) per image.
     """
-    predictions = read_predictions(outputs)
+    predictions = read_predictions(outputs, config, ensemble_mode, seen_classes)
     plans = _plans(predictions, padded_size, target_sizes, reshaped_input_sizes)
     results = []
     for i, plan in enumerate(plans):

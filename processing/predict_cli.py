@@ -11,21 +11,22 @@ class named "person" (its label) that CLIP also matches as "pedestrian". For eac
 - `<stem>.json`: `{"image", "width", "height", "segments_info": [{"id", "label_id", "label", "score", "was_fused",
   "area"}]}`, ids matching the panoptic PNG.
 
-Exit status: 0 on success, 1 when an image, the model or a vocabulary file cannot be read (one `error:` line naming
-it), 2 for bad usage.
+Every file is written atomically (a temporary file renamed into place), so an interrupted run leaves complete files
+only. Exit status: 0 on success; 1 when the model, a vocabulary file or the output folder cannot be used (one `error:`
+line naming it, nothing written), or when some images cannot be decoded (every other image is still segmented, then one
+`error:` line per unreadable image); 2 for bad usage.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-SYNONYM_SEPARATOR = "|"
+from ..configuration.vocabulary import SYNONYM_SEPARATOR, VocabularyError, split_class_list
 
 
 class _UsageError(Exception):
@@ -34,16 +35,10 @@ class _UsageError(Exception):
 
 def parse_class_list(text: str, option: str) -> list[str]:
     """`"cat,person|child,grass"` -> `["cat", "person,child", "grass"]`: commas separate classes, `|` synonyms."""
-    entries = []
-    for position, item in enumerate(text.split(","), start=1):
-        names = [name.strip() for name in item.split(SYNONYM_SEPARATOR)]
-        if not all(names):
-            raise _UsageError(
-                f"{option}: empty class name in item {position} of {text!r}; separate classes with ',' and the "
-                f"synonyms of one class with '{SYNONYM_SEPARATOR}' (e.g. \"cat,person{SYNONYM_SEPARATOR}child\")."
-            )
-        entries.append(",".join(names))
-    return entries
+    try:
+        return [",".join(names) for names in split_class_list(text, option)]
+    except VocabularyError as error:
+        raise _UsageError(str(error)) from None
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
@@ -133,25 +128,25 @@ def _check_device(device: str) -> None:
 
 
 def _load_pipeline(model: str, device: str):
+    """The pipeline of `model`. The model is loaded first through `PosSamModel.from_pretrained`, whose one-line
+    `ModelLoadError` names the folder or file at fault (transformers' `pipeline()` would bury it under "Could not load
+    model ... See the original errors")."""
     from transformers import pipeline
 
+    from .. import PosSamModel
     from .pipeline_possam import TASK
+    from .processing_possam import PosSamProcessor
 
-    path = Path(model)
-    looks_local = path.is_absolute() or model.startswith(".") or path.exists() or len(path.parts) != 2
-    if looks_local and not path.is_dir():
-        what = "is not a folder" if path.exists() else "does not exist"
-        raise ValueError(f"model path {model!r} {what}; give a PosSAM checkpoint folder or a Hub id (owner/name).")
-    if path.is_dir() and not (path / "config.json").is_file():
-        raise ValueError(
-            f"model folder {model!r} has no config.json; give a folder written by model.save_pretrained and "
-            "processor.save_pretrained."
-        )
+    loaded = PosSamModel.from_pretrained(model)
     try:
-        return pipeline(TASK, model=model, device=device)
+        processor = PosSamProcessor.from_pretrained(model)
     except (OSError, ValueError, TypeError) as error:
-        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"cannot load the PosSAM model {model!r}: {detail}") from None
+        detail = " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
+        raise ValueError(
+            f"{model}: cannot load the processor saved with the model ({detail}); save it with "
+            "processor.save_pretrained into the model folder."
+        ) from None
+    return pipeline(TASK, model=loaded, processor=processor, device=device)
 
 
 def _missing_file_error(path: str) -> str | None:
@@ -174,6 +169,7 @@ def _read_image(path: str, where: str) -> np.ndarray:
 def _write_outputs(image_path: str, image: np.ndarray, result: dict, out_dir: Path, alpha: float) -> None:
     import PIL.Image
 
+    from .output_files import write_atomically, write_json_atomically
     from .panoptic_png import segment_ids_to_rgb
     from .visualization import draw_segmentation_overlay
 
@@ -182,21 +178,28 @@ def _write_outputs(image_path: str, image: np.ndarray, result: dict, out_dir: Pa
     ids, counts = np.unique(segmentation, return_counts=True)
     areas = dict(zip(ids.tolist(), counts.tolist()))
     segments_info = [{**segment, "area": int(areas.get(segment["id"], 0))} for segment in result["segments_info"]]
-    draw_segmentation_overlay(image, segmentation, segments_info, alpha=alpha).save(out_dir / f"{stem}_overlay.png")
-    PIL.Image.fromarray(segment_ids_to_rgb(segmentation)).save(out_dir / f"{stem}_panoptic.png")
+    overlay = draw_segmentation_overlay(image, segmentation, segments_info, alpha=alpha)
+    write_atomically(out_dir / f"{stem}_overlay.png", lambda handle: overlay.save(handle, format="PNG"))
+    panoptic = PIL.Image.fromarray(segment_ids_to_rgb(segmentation))
+    write_atomically(out_dir / f"{stem}_panoptic.png", lambda handle: panoptic.save(handle, format="PNG"))
     record = {
         "image": image_path,
         "width": int(image.shape[1]),
         "height": int(image.shape[0]),
         "segments_info": segments_info,
     }
-    with open(out_dir / f"{stem}.json", "w", encoding="utf-8") as handle:
-        json.dump(record, handle, indent=2)
+    write_json_atomically(out_dir / f"{stem}.json", record)
 
 
-def run(args) -> None:
-    """Segments `args.images` and writes the three files per image into `args.out`."""
+def run(args) -> list[str]:
+    """Segments `args.images` and writes the three files per image into `args.out`.
+
+    Every readable image is processed; an image that cannot be decoded is skipped. Returns the errors of the skipped
+    images (empty when all were written).
+    """
     from tqdm.auto import tqdm
+
+    from .output_files import OutputFolder
 
     vocabulary = _resolve_vocabulary(args)
     for image in args.images:
@@ -204,33 +207,39 @@ def run(args) -> None:
         if error:
             raise ValueError(error)
     _check_device(args.device)
-    segmenter = _load_pipeline(args.model, args.device)
-    if args.compile:
-        segmenter.model.compile_stages()
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    options = {
-        "subtask": args.subtask,
-        "threshold": args.threshold,
-        "mask_threshold": args.mask_threshold,
-        "overlap_mask_area_threshold": args.overlap_mask_area_threshold,
-        "return_panoptic_map": True,
-    }
-    if vocabulary is not None:
-        options["candidate_labels"] = vocabulary
-    if args.ensemble_mode is not None:
-        options["ensemble_mode"] = args.ensemble_mode
-    with tqdm(total=len(args.images), unit="image", desc="possam predict") as progress:
-        for start in range(0, len(args.images), args.batch_size):
-            paths = args.images[start : start + args.batch_size]
-            images = [
-                _read_image(path, where=f"image {start + offset + 1} of {len(args.images)}")
-                for offset, path in enumerate(paths)
-            ]
-            results = segmenter(images, batch_size=len(images), **options)
-            for path, image, result in zip(paths, images, results):
-                _write_outputs(path, image, result, out_dir, args.alpha)
-            progress.update(len(paths))
+    with OutputFolder(args.out) as out_dir:  # created and checked writable now; removed again if left empty
+        segmenter = _load_pipeline(args.model, args.device)
+        if args.compile:
+            segmenter.model.compile_stages()
+        options = {
+            "subtask": args.subtask,
+            "threshold": args.threshold,
+            "mask_threshold": args.mask_threshold,
+            "overlap_mask_area_threshold": args.overlap_mask_area_threshold,
+            "return_panoptic_map": True,
+        }
+        if vocabulary is not None:
+            options["candidate_labels"] = vocabulary
+        if args.ensemble_mode is not None:
+            options["ensemble_mode"] = args.ensemble_mode
+        unreadable = []
+        with tqdm(total=len(args.images), unit="image", desc="possam predict") as progress:
+            for start in range(0, len(args.images), args.batch_size):
+                paths, images = [], []
+                for offset, path in enumerate(args.images[start : start + args.batch_size]):
+                    try:
+                        images.append(_read_image(path, where=f"image {start + offset + 1} of {len(args.images)}"))
+                        paths.append(path)
+                    except ValueError as error:
+                        unreadable.append(str(error))
+                if images:
+                    results = segmenter(images, batch_size=len(images), **options)
+                    for path, image, result in zip(paths, images, results):
+                        _write_outputs(path, image, result, out_dir, args.alpha)
+                progress.update(len(args.images[start : start + args.batch_size]))
+    written = len(args.images) - len(unreadable)
+    print(f"{written} of {len(args.images)} images segmented; overlays, panoptic PNGs and JSON are in {out_dir}")
+    return unreadable
 
 
 def main(argv: list[str] | None = None, prog: str = "possam predict") -> int:
@@ -241,7 +250,7 @@ def main(argv: list[str] | None = None, prog: str = "possam predict") -> int:
         return int(exit_.code or 0)
     try:
         _check_arguments(args)
-        run(args)
+        unreadable = run(args)
     except _UsageError as error:
         parser.print_usage(sys.stderr)
         print(f"{prog}: error: {error}", file=sys.stderr)
@@ -249,7 +258,9 @@ def main(argv: list[str] | None = None, prog: str = "possam predict") -> int:
     except (OSError, ValueError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 1
-    return 0
+    for error in unreadable:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+    return 1 if unreadable else 0
 
 
 if __name__ == "__main__":

@@ -12,55 +12,57 @@ from transformers.image_processing_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
 from ..configuration.configuration_possam import DEFAULT_PROMPT_TEMPLATES
+from ..configuration.remote_code import (
+    IMAGE_PROCESSOR_AUTO_MAP,
+    PROCESSOR_AUTO_MAP,
+    SavesRemoteCode,
+    write_remote_code,
+)
 from ..configuration.vocabulary import SHIPPED_VOCABULARIES, Vocabulary, VocabularyError, load_vocabulary
 from .clip_tokenizer import CLIP_CONTEXT_LENGTH, clean_prompt, load_clip_tokenizer
 from .image_processing_possam import PosSamImageProcessor
-from .postprocessing import read_predictions
+from .mase import geometric_seen_classes
+from .postprocessing import num_classes_of
 
 
 # Tokenized vocabularies kept per processor; a vocabulary is usually reused for many images.
 VOCABULARY_CACHE_SIZE = 8
 
 
-def resolve_vocabulary(text, stuff_labels: Sequence[str] | None = None) -> Vocabulary:
+def resolve_vocabulary(text, stuff_labels: str | Sequence[str] | None = None) -> Vocabulary:
     """Turns the accepted vocabulary forms into a [`Vocabulary`].
 
     Args:
-        text: a [`Vocabulary`]; a list of class entries (`["person,child,girl", "cat", "grass"]`, commas separate
-            synonyms of one class, the first name is the label); or a shipped vocabulary name (`"coco_panoptic"`,
-            `"ade20k_150"`, `"ade20k_847"`) or a vocabulary file path.
-        stuff_labels: with a list of entries, the labels to treat as stuff (merged per class by panoptic
-            post-processing); each must be one of the entries. Vocabularies and files carry their own flags.
+        text: a [`Vocabulary`] (e.g. `possam.load_vocabulary("ade20k_150")` for a shipped one or a vocabulary file);
+            a list with one entry per class (`["person|child|girl", "cat", "grass"]`: `|` separates synonyms of one
+            class, the first name is the label; the older `"person,child,girl"` entry form still means one class);
+            a string of comma-separated classes (`"person|child|girl,cat,grass"`, as transformers' zero-shot
+            pipelines and `possam predict --labels` take it); or a vocabulary file as a `pathlib.Path`.
+        stuff_labels: with class names, the labels to treat as stuff (merged per class by panoptic post-processing),
+            as a list or a comma-separated string; each must be one of the classes. Vocabularies and files carry
+            their own flags.
     """
-    if isinstance(text, Vocabulary):
+    if isinstance(text, (Vocabulary, os.PathLike)):
         if stuff_labels is not None:
             raise ValueError(
-                "stuff_labels can only be given with a list of class names; a Vocabulary has its own flags."
+                "stuff_labels can only be given with class names; a Vocabulary or a vocabulary file has its own flags."
             )
-        return text
-    if isinstance(text, (str, os.PathLike)):
-        if stuff_labels is not None:
-            raise ValueError(
-                "stuff_labels can only be given with a list of class names; a vocabulary file has its own flags."
-            )
-        try:
-            return load_vocabulary(text)
-        except VocabularyError as error:
-            if os.path.exists(text) or str(text) in SHIPPED_VOCABULARIES:
-                raise
-            raise VocabularyError(f"{error} To give class names, pass a list such as ['cat', 'dog'].") from None
-    if isinstance(text, Sequence):
-        bad = [entry for entry in text if not isinstance(entry, str)]
-        if bad:
-            raise VocabularyError(f"Every class entry must be a string, got {bad[:3]!r}.")
-        return Vocabulary.from_labels(list(text), stuff_labels=stuff_labels)
+        return text if isinstance(text, Vocabulary) else load_vocabulary(text)
+    if isinstance(text, str) and (text.strip() in SHIPPED_VOCABULARIES or ("," not in text and os.path.isfile(text))):
+        raise VocabularyError(
+            f"{text!r} names a {'shipped vocabulary' if text.strip() in SHIPPED_VOCABULARIES else 'vocabulary file'}, "
+            "but a string of labels is a comma-separated list of class names. Load it with "
+            f"possam.load_vocabulary({text.strip()!r}), or pass vocabulary={text.strip()!r} to the pipeline."
+        )
+    if isinstance(text, (str, Sequence)):
+        return Vocabulary.from_labels(text, stuff_labels=stuff_labels)
     raise TypeError(
-        "text must be a list of class names, a Vocabulary, a shipped vocabulary name or a vocabulary file path, got "
-        f"{type(text).__name__}."
+        "text must be a list of class names, a comma-separated string of them, a Vocabulary or a vocabulary file "
+        f"path (pathlib.Path), got {type(text).__name__}."
     )
 
 
-class PosSamProcessor(ProcessorMixin):
+class PosSamProcessor(SavesRemoteCode, ProcessorMixin):
     r"""
     Constructs a PosSAM processor: a [`PosSamImageProcessor`] for images and a CLIP tokenizer for the open vocabulary.
 
@@ -98,6 +100,16 @@ class PosSamProcessor(ProcessorMixin):
 
         register_processing_auto_classes()
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+    def to_dict(self) -> dict:
+        """`processor_config.json`, with the `auto_map` that lets `AutoProcessor` load PosSAM's processor without
+        `import possam` (otherwise it would fall back to a bare `CLIPTokenizer`)."""
+        return {**super().to_dict(), "auto_map": dict(PROCESSOR_AUTO_MAP)}
+
+    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
+        """Writes the processor and the remote-code modules its `auto_map` entries name."""
+        write_remote_code(save_directory, {**PROCESSOR_AUTO_MAP, **IMAGE_PROCESSOR_AUTO_MAP})
+        return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
 
     def __call__(
         self,
@@ -187,12 +199,23 @@ class PosSamProcessor(ProcessorMixin):
 
     @staticmethod
     def _check_classes(outputs, vocabulary: Vocabulary):
-        num_classes = read_predictions(outputs).num_classes
+        num_classes = num_classes_of(outputs)
         if num_classes != len(vocabulary):
             raise ValueError(
                 f"The model output has {num_classes} classes but the vocabulary has {len(vocabulary)}; post-process "
                 "with the vocabulary the model was run with."
             )
+
+    @staticmethod
+    def _ensemble_options(vocabulary: Vocabulary, ensemble_mode, config, training_vocabulary) -> dict:
+        """The image processor's ensemble arguments; `"geometric"` marks as seen the vocabulary's classes named in
+        `training_vocabulary` (default `config.training_vocabulary`)."""
+        options = {"ensemble_mode": ensemble_mode, "config": config}
+        if (ensemble_mode or getattr(config, "ensemble_mode", None)) == "geometric":
+            if training_vocabulary is None and config is not None:
+                training_vocabulary = config.training_vocabulary
+            options["seen_classes"] = geometric_seen_classes(vocabulary.entries, training_vocabulary)
+        return options
 
     @staticmethod
     def _name_segments(results: list[dict], vocabulary: Vocabulary) -> list[dict]:
@@ -203,7 +226,15 @@ class PosSamProcessor(ProcessorMixin):
         return results
 
     def post_process_panoptic_segmentation(
-        self, outputs, vocabulary, stuff_labels=None, label_ids_to_fuse=None, **kwargs
+        self,
+        outputs,
+        vocabulary,
+        stuff_labels=None,
+        label_ids_to_fuse=None,
+        ensemble_mode=None,
+        config=None,
+        training_vocabulary=None,
+        **kwargs,
     ):
         """Panoptic post-processing (see [`PosSamImageProcessor.post_process_panoptic_segmentation`]) whose stuff
         classes come from the vocabulary and whose segments carry their `"label"` text.
@@ -212,6 +243,12 @@ class PosSamProcessor(ProcessorMixin):
             vocabulary: the vocabulary the model was run with, any form [`resolve_vocabulary`] accepts.
             stuff_labels: stuff classes when `vocabulary` is a list of entries.
             label_ids_to_fuse: overrides the vocabulary's stuff classes.
+            ensemble_mode: the class ensemble (`"mase"`, `"geometric"`, `"ldp_only"`, `"clip_only"`); default
+                `config.ensemble_mode`. The same outputs can be post-processed in every mode.
+            config: the model's config (ensemble constants, default mode, training vocabulary); `None` takes
+                `PosSamConfig`'s defaults. Pass `model.config`.
+            training_vocabulary: for `"geometric"`, the training classes (default `config.training_vocabulary`); the
+                vocabulary's classes named there count as seen.
             kwargs: `threshold`, `mask_threshold`, `overlap_mask_area_threshold`, `target_sizes`,
                 `reshaped_input_sizes`.
         """
@@ -220,30 +257,50 @@ class PosSamProcessor(ProcessorMixin):
         if label_ids_to_fuse is None:
             label_ids_to_fuse = vocabulary.stuff_label_ids
         results = self.image_processor.post_process_panoptic_segmentation(
-            outputs, label_ids_to_fuse=label_ids_to_fuse, **kwargs
+            outputs,
+            label_ids_to_fuse=label_ids_to_fuse,
+            **self._ensemble_options(vocabulary, ensemble_mode, config, training_vocabulary),
+            **kwargs,
         )
         return self._name_segments(results, vocabulary)
 
     def post_process_instance_segmentation(
-        self, outputs, vocabulary, stuff_labels=None, stuff_label_ids=None, **kwargs
+        self,
+        outputs,
+        vocabulary,
+        stuff_labels=None,
+        stuff_label_ids=None,
+        ensemble_mode=None,
+        config=None,
+        training_vocabulary=None,
+        **kwargs,
     ):
         """Instance post-processing (see [`PosSamImageProcessor.post_process_instance_segmentation`]) that drops the
-        vocabulary's stuff classes and names each instance with its `"label"`."""
+        vocabulary's stuff classes and names each instance with its `"label"`; the ensemble arguments are those of
+        `post_process_panoptic_segmentation`."""
         vocabulary = resolve_vocabulary(vocabulary, stuff_labels)
         self._check_classes(outputs, vocabulary)
         if stuff_label_ids is None:
             stuff_label_ids = vocabulary.stuff_label_ids
         results = self.image_processor.post_process_instance_segmentation(
-            outputs, stuff_label_ids=stuff_label_ids, **kwargs
+            outputs,
+            stuff_label_ids=stuff_label_ids,
+            **self._ensemble_options(vocabulary, ensemble_mode, config, training_vocabulary),
+            **kwargs,
         )
         return self._name_segments(results, vocabulary)
 
-    def post_process_semantic_segmentation(self, outputs, vocabulary, stuff_labels=None, **kwargs):
+    def post_process_semantic_segmentation(
+        self, outputs, vocabulary, stuff_labels=None, ensemble_mode=None, config=None, training_vocabulary=None, **kwargs
+    ):
         """Semantic post-processing (see [`PosSamImageProcessor.post_process_semantic_segmentation`]): one (H, W)
-        map of label ids per image; `vocabulary.labels[i]` names label id i."""
+        map of label ids per image; `vocabulary.labels[i]` names label id i. The ensemble arguments are those of
+        `post_process_panoptic_segmentation`."""
         vocabulary = resolve_vocabulary(vocabulary, stuff_labels)
         self._check_classes(outputs, vocabulary)
-        return self.image_processor.post_process_semantic_segmentation(outputs, **kwargs)
+        return self.image_processor.post_process_semantic_segmentation(
+            outputs, **self._ensemble_options(vocabulary, ensemble_mode, config, training_vocabulary), **kwargs
+        )
 
 
 __all__ = ["PosSamProcessor", "resolve_vocabulary"]

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-import possam
-from possam import PosSamModel, possam_preset
+# The reference implementations (segment-anything, OpenCLIP, timm, panopticapi) live in a folder of their own that
+# tests/run.sh fills; first on the path, so the tests compare against exactly the pinned versions.
+REFERENCE_PACKAGES = Path(__file__).resolve().parent / ".reference-packages"
+sys.path.insert(0, str(REFERENCE_PACKAGES))
+
+import possam  # noqa: E402
+from possam import PosSamModel, possam_preset  # noqa: E402
 
 
 IMAGE_SIZE = 128  # the tiny preset's SAM input size

@@ -1,9 +1,16 @@
 """Launched by test_training_distributed.py under torchrun: trains the tiny PosSAM for two steps with PosSamTrainer
 and writes, per rank, its final trainable weights, its losses and the dataset indices it trained on.
 
-Mask and Dice weights are zero so that the loss involves no random point sampling: runs with different process
-counts then compute the same function, and their results can be compared exactly rather than statistically. The
-mask-loss normalizer is recorded separately: it must be the mask count averaged over processes.
+Runs with different process counts must compute the same function for their results to be compared exactly rather
+than statistically, so the setup removes every source of divergence other than floating-point summation order:
+- Mask and Dice weights are zero: those losses and matching costs use random points, drawn per image from one random
+  stream, so a batch of 2 and two processes with a batch of 1 would draw different points.
+- The test's images hold at most one thing instance: with class-only matching costs, two segments of the same class
+  have identical cost columns, and which query gets which segment is then decided by rounding differences between a
+  batch of 2 and a batch of 1 (the IoU targets then differ: this made the comparison fail on `fpn.rescale`).
+- Plain SGD without gradient clipping: Adam's first updates are `lr * sign(g)`, so gradient entries that are zero up
+  to rounding move by +-lr depending on the summation order, and clipping would hide a wrong gradient scale.
+The mask-loss normalizer is recorded separately: it must be the mask count averaged over processes.
 """
 
 import json
@@ -16,6 +23,7 @@ from torch.utils.data import Dataset
 sys.path.insert(0, os.path.dirname(__file__))
 from conftest import tiny_model, tiny_processor  # noqa: E402
 
+from possam import PosSamModel  # noqa: E402
 from possam.training import (  # noqa: E402
     PanopticTrainingDataset,
     PosSamDataCollator,
@@ -41,13 +49,17 @@ class RecordingDataset(Dataset):
         self.dataset.set_epoch(epoch)
 
 
-def main(json_path, image_dir, vocabulary_path, output_dir, per_device_batch_size):
+def main(json_path, image_dir, vocabulary_path, output_dir, per_device_batch_size, checkpoint=None):
+    """With `checkpoint` (a saved PosSAM folder) the model is loaded from it and DDP runs with
+    `find_unused_parameters=False`, which fails if a frozen tower parameter were trainable (it never gets a gradient)."""
     processor = tiny_processor()
     dataset, vocabulary = load_coco_panoptic(json_path, image_dir, synonyms_from=vocabulary_path)
     recorded = RecordingDataset(PanopticTrainingDataset(dataset, processor.image_processor, seed=0))
-    model = tiny_model(mask_weight=0.0, dice_weight=0.0)
+    model = PosSamModel.from_pretrained(checkpoint) if checkpoint else tiny_model(mask_weight=0.0, dice_weight=0.0)
     args = PosSamTrainingArguments(
+        ddp_find_unused_parameters=False if checkpoint else None,
         output_dir=output_dir, max_steps=2, per_device_train_batch_size=int(per_device_batch_size), learning_rate=1e-3,
+        optim="sgd", max_grad_norm=0.0,
         logging_steps=1, save_strategy="no", report_to="none", use_cpu=True, ddp_backend="gloo", disable_tqdm=True,
         seed=0, dataloader_num_workers=0,
     )
@@ -67,8 +79,9 @@ def main(json_path, image_dir, vocabulary_path, output_dir, per_device_batch_siz
              "local_masks": len(local_masks), "num_masks": num_masks},
             handle,
         )
-    leave_process_group()
 
 
 if __name__ == "__main__":
     main(*sys.argv[1:])
+    # After `main` returned, the trainer and its DDP wrapper (which holds the process group) are gone.
+    leave_process_group()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoConfig
 
 import possam  # noqa: F401  (registers the Auto classes)
-from possam import PosSamConfig, Vocabulary, VocabularyError, load_vocabulary, possam_preset
+from possam import PosSamConfig, PosSamModel, Vocabulary, VocabularyError, load_vocabulary, possam_preset
 
 
 @pytest.mark.parametrize(
@@ -92,6 +95,60 @@ def test_vocabulary_file_errors_name_the_line(tmp_path):
         load_vocabulary(tmp_path / "missing.txt")
 
 
+def test_vocabulary_file_encodings_and_duplicates_name_the_file_and_line(tmp_path):
+    path = tmp_path / "vocab.txt"
+    path.write_bytes("\ufeff1:cat,kitty:thing\n2:sky:stuff\n".encode("utf-8"))  # UTF-8 with a byte-order mark
+    vocabulary = Vocabulary.from_file(path)
+    assert vocabulary.dataset_ids == [1, 2] and vocabulary.labels == ["cat", "sky"]
+    path.write_bytes("1:cat\n2:sky\n".encode("utf-16"))
+    with pytest.raises(VocabularyError, match=rf"^{path}: the file is UTF-16 encoded; save it as UTF-8\.$"):
+        Vocabulary.from_file(path)
+    path.write_bytes("1:cat\n2:caf\xe9\n".encode("latin-1"))
+    with pytest.raises(VocabularyError, match=rf"^{path}, line 2: not UTF-8 text \(byte 0xe9\)"):
+        Vocabulary.from_file(path)
+    path.write_text("# ids\n1:cat\n2:dog\n1:bird\n")
+    with pytest.raises(VocabularyError, match=rf"^{path}, line 4: id 1 was already given on line 2\.$"):
+        Vocabulary.from_file(path)
+    path.write_text("1:cat,kitty\n2:dog\n3:cat,kitty:thing\n")
+    with pytest.raises(VocabularyError, match=rf"^{path}, line 3: class 'cat,kitty' was already given on line 1\.$"):
+        Vocabulary.from_file(path)
+
+
+def test_a_name_given_to_two_classes_is_refused():
+    with pytest.raises(VocabularyError, match=r"The name 'sky' is given to two classes, 1 \('ball'\) and 2 \('sky'\)"):
+        Vocabulary.from_labels(["ball,sky", "sky"])
+    with pytest.raises(VocabularyError, match=r"The name 'kitty' is given to two classes, 1 \('cat'\) and 3"):
+        Vocabulary.from_labels(["cat,kitty", "dog", "lion,kitty"])
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("ensemble_mode", "foo", "ensemble_mode must be one of ('mase', 'geometric', 'ldp_only', 'clip_only'), got 'foo'."),
+        ("ldp_fusion", "add", "ldp_fusion must be one of ('self_attention', 'sum', 'concat_mlp', 'none'), got 'add'."),
+        ("num_queries", 0, "num_queries must be a positive integer, got 0."),
+        ("num_queries", "8", "num_queries must be a positive integer, got '8'."),
+        ("mask_weight", -1.0, "mask_weight must be a number >= 0, got -1.0."),
+        ("mase_void_threshold", 1.5, "mase_void_threshold must be in [0, 1], got 1.5."),
+        ("use_auxiliary_loss", "yes", "use_auxiliary_loss must be true or false, got 'yes'."),
+    ],
+)
+def test_invalid_config_values_fail_when_loaded_naming_the_file(tmp_path, field, value, message):
+    possam_preset("tiny").save_pretrained(tmp_path)
+    values = json.loads((tmp_path / "config.json").read_text())
+    values[field] = value
+    (tmp_path / "config.json").write_text(json.dumps(values))
+    with pytest.raises(StrictDataclassError) as raised:  # huggingface_hub's wrapper of the validator's ValueError
+        PosSamConfig.from_pretrained(tmp_path)
+    assert message in str(raised.value)
+    # Through the model loader: one line naming config.json, before any weight is read.
+    from possam.loading import ModelLoadError
+
+    with pytest.raises(ModelLoadError) as raised:
+        PosSamModel.from_pretrained(tmp_path)
+    assert str(raised.value) == f"{tmp_path / 'config.json'}: invalid config: {message}"
+
+
 def test_vocabulary_from_labels():
     vocabulary = Vocabulary.from_labels(["cat,kitty", "grass", "sky"], stuff_labels=["grass", "sky"])
     assert vocabulary.labels == ["cat", "grass", "sky"] and vocabulary.stuff_label_ids == [1, 2]
@@ -104,5 +161,12 @@ def test_vocabulary_from_labels():
         Vocabulary.from_entries(["cat,kitty", "cat,kitty"])
     with pytest.raises(VocabularyError, match="Stuff label 'road' is not one of the candidate labels"):
         Vocabulary.from_labels(["cat"], stuff_labels=["road"])
-    with pytest.raises(VocabularyError, match="must be a list of class names, got the string"):
-        Vocabulary.from_labels("cat,dog")
+    # One string is a comma-separated list of classes (transformers' zero-shot convention), '|' separates synonyms.
+    from_string = Vocabulary.from_labels("cat|kitty, grass,sky", stuff_labels="grass,sky")
+    assert from_string == vocabulary
+    assert Vocabulary.from_labels(["cat|kitty", "grass", "sky"], stuff_labels=["grass", "sky"]) == vocabulary
+    assert Vocabulary.from_labels("sky", stuff_labels="sky").class_names == [["sky"]]
+    with pytest.raises(VocabularyError, match="must be a list of class names or a comma-separated string"):
+        Vocabulary.from_labels(3)
+    with pytest.raises(VocabularyError, match=r"candidate_labels\[0\]: 'cat\|kitty,tabby' mixes"):
+        Vocabulary.from_labels(["cat|kitty,tabby"])

@@ -12,14 +12,14 @@ from conftest import make_pixels, make_vocabulary
 from conversion_helpers import sam_checkpoint_state_dict, tiny_openclip_model, tiny_sam_image_encoder
 from transformers import AutoModel, AutoProcessor
 
-from possam import PosSamConfig, PosSamModel, possam_preset
+from possam import PosSamConfig, PosSamModel, load_vocabulary, possam_preset
 from possam.backbones import load_clip_backbone, load_sam_backbone, parameter_counts, possam_config_for_backbones
 from possam.checkpoint_io import CheckpointError
 from possam.convert_cli import main as convert_main
 from possam.convert_cli import preset_parameter_counts
 
 
-OUTPUT_KEYS = ("class_queries_logits", "masks_queries_logits", "iou_scores", "clip_logits", "class_probabilities")
+OUTPUT_KEYS = ("class_queries_logits", "masks_queries_logits", "iou_scores", "clip_logits")
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +101,10 @@ def test_cli_build_writes_the_same_model(checkpoints, model, tmp_path, capsys):
     )
     assert "untrained PosSAM" in capsys.readouterr().out
     assert weight_files(out) == ["model.safetensors"]
+    # Its card names the checkpoints the towers came from; they are files, not Hub ids, so no `base_model`.
+    card = (out / "README.md").read_text()
+    assert "library_name: transformers" in card and "base_model" not in card and "randomly initialized" not in card
+    assert "loaded from the checkpoint `sam_vit_tiny.pth`" in card and "`epoch_32.pt`" in card
     built = AutoModel.from_pretrained(out)
     towers = {k: v for k, v in model.state_dict().items() if k.startswith(("sam.", "clip."))}
     assert all(torch.equal(built.state_dict()[key], value) for key, value in towers.items())
@@ -110,9 +114,10 @@ def test_cli_build_writes_the_same_model(checkpoints, model, tmp_path, capsys):
     assert built.text_classifier.has_default_vocabulary and len(built.config.vocabulary) == 133
     built.eval()
     pixels = processor(images=[np.zeros((40, 60, 3), dtype=np.uint8)])["pixel_values"]
-    without_text = built(pixel_values=pixels).class_probabilities
-    with_text = built(pixel_values=pixels, **processor(text="coco_panoptic")).class_probabilities
-    torch.testing.assert_close(without_text, with_text)
+    without_text = built(pixel_values=pixels)
+    with_text = built(pixel_values=pixels, **processor(text=load_vocabulary("coco_panoptic")))
+    for key in ("class_queries_logits", "clip_logits"):
+        torch.testing.assert_close(without_text[key], with_text[key])
 
 
 def test_converted_folders_are_backbone_sources_too(checkpoints, model, tmp_path):

@@ -70,7 +70,7 @@ def test_sam_tower_equals_the_sam_model_and_towers_are_frozen(possam_on_transfor
     # The ViT tower interpolates its position embeddings to the 128x128 SAM input: the whole model runs.
     with torch.no_grad():
         output = model(pixel_values=pixels, **make_vocabulary(3))
-    assert output.class_queries_logits.shape == (1, 10, 4) and torch.isfinite(output.class_probabilities).all()
+    assert output.class_queries_logits.shape == (1, 10, 4) and torch.isfinite(output.clip_logits).all()
 
 
 def test_missing_weights_in_a_clip_model_are_listed(clip_model):

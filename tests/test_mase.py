@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from possam import possam_preset
-from possam.mase import ensemble_class_probabilities, mase_seen_classes, seen_class_mask
+from possam.processing.mase import ensemble_class_probabilities, mase_seen_classes, seen_class_mask
 
 
 CONFIG = possam_preset("tiny")  # alpha 0.4, beta 0.8, tau_iou 0.5, tau_conf 0.5, void threshold 0.5

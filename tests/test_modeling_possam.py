@@ -10,6 +10,7 @@ from conftest import IMAGE_SIZE, make_labels, make_pixels, make_vocabulary, tiny
 from transformers import AutoModel
 
 from possam import PosSamModel, possam_preset
+from possam.processing.mase import ensemble_scores
 
 
 MASK_SIZE = IMAGE_SIZE // 4
@@ -36,9 +37,10 @@ def test_output_shapes(model, batch_size, num_classes):
     assert output.masks_queries_logits.shape == (batch_size, queries, MASK_SIZE, MASK_SIZE)
     assert output.iou_scores.shape == (batch_size, queries)
     assert output.clip_logits.shape == (batch_size, queries, num_classes)
-    assert output.class_probabilities.shape == (batch_size, queries, num_classes + 1)
+    probabilities, _ = ensemble_scores(output.class_queries_logits, output.clip_logits, output.iou_scores, model.config)
+    assert probabilities.shape == (batch_size, queries, num_classes + 1)
     # Ensembled class probabilities are scaled by (1 - void), so each row (classes + void) sums to one.
-    torch.testing.assert_close(output.class_probabilities.sum(-1), torch.ones(batch_size, queries))
+    torch.testing.assert_close(probabilities.sum(-1), torch.ones(batch_size, queries))
     assert ((output.iou_scores >= 0) & (output.iou_scores <= 1)).all()
     assert output.loss is None and output.auxiliary_predictions is None
 
@@ -121,7 +123,7 @@ def test_save_and_auto_load_give_identical_outputs_with_one_weights_file(model, 
     pixels = make_pixels(2)
     for inputs in (vocabulary, {}):  # explicit vocabulary, then the stored default one
         expected, actual = model(pixel_values=pixels, **inputs), reloaded(pixel_values=pixels, **inputs)
-        for key in ("class_queries_logits", "masks_queries_logits", "iou_scores", "clip_logits", "class_probabilities"):
+        for key in ("class_queries_logits", "masks_queries_logits", "iou_scores", "clip_logits"):
             assert torch.equal(expected[key], actual[key]), key
     assert reloaded.config.vocabulary == ["a,b", "c,d", "e,f", "g,h"]
     assert reloaded(pixel_values=pixels).vocabulary_is_thing.tolist() == [[True, True, False, False]] * 2
@@ -131,7 +133,9 @@ def test_default_vocabulary_equals_passing_it_explicitly(model):
     vocabulary = make_vocabulary(4)
     model.set_default_vocabulary(["a,b", "c,d", "e,f", "g,h"], [True] * 4, **vocabulary)
     pixels = make_pixels(1)
-    torch.testing.assert_close(model(pixel_values=pixels).class_probabilities, model(pixel_values=pixels, **vocabulary).class_probabilities)
+    default, explicit = model(pixel_values=pixels), model(pixel_values=pixels, **vocabulary)
+    for key in ("class_queries_logits", "clip_logits"):
+        torch.testing.assert_close(default[key], explicit[key])
 
 
 def test_model_without_default_vocabulary_embeddings_explains_what_to_do(model):
@@ -144,7 +148,7 @@ def test_batch_of_two_equals_two_single_calls(model):
     batched = model(pixel_values=pixels, **vocabulary)
     for index in range(2):
         single = model(pixel_values=pixels[index : index + 1], **vocabulary)
-        for key in ("class_queries_logits", "masks_queries_logits", "iou_scores", "clip_logits", "class_probabilities"):
+        for key in ("class_queries_logits", "masks_queries_logits", "iou_scores", "clip_logits"):
             torch.testing.assert_close(batched[key][index : index + 1], single[key], rtol=1e-4, atol=1e-5)
 
 
@@ -317,7 +321,8 @@ def test_activation_checkpointing_gives_the_same_gradients():
 def test_mask_scores_are_iou_to_the_configured_power():
     model = tiny_model(iou_score_exponent=2.0).eval()
     output = model(pixel_values=make_pixels(1), **make_vocabulary(2))
-    torch.testing.assert_close(output.mask_scores, output.iou_scores**2)
+    _, mask_scores = ensemble_scores(output.class_queries_logits, output.clip_logits, output.iou_scores, model.config)
+    torch.testing.assert_close(mask_scores, output.iou_scores**2)
 
 
 def test_wrong_image_size_is_a_clear_error(model):
@@ -401,8 +406,9 @@ def test_reduced_precision_inference_keeps_probabilities_in_float32():
     bf16 = tiny_model().eval().to(torch.bfloat16)(pixel_values=pixels, **vocabulary)
     for output in (autocast, bf16):
         assert output.masks_queries_logits.dtype == torch.bfloat16
-        assert output.class_probabilities.dtype == torch.float32
-        torch.testing.assert_close(output.class_probabilities.sum(-1), torch.ones(1, 10))
+        probabilities, _ = ensemble_scores(output.class_queries_logits, output.clip_logits, output.iou_scores)
+        assert probabilities.dtype == torch.float32
+        torch.testing.assert_close(probabilities.sum(-1), torch.ones(1, 10))
         assert all(torch.isfinite(output[key].float()).all() for key in ("class_queries_logits", "masks_queries_logits", "iou_scores"))
         # bf16 keeps ~3 significant digits: the same predictions, approximately.
         torch.testing.assert_close(output.iou_scores.float(), reference.iou_scores, atol=0.05, rtol=0.05)
@@ -429,7 +435,9 @@ def test_text_classifier_saved_beside_a_checkpoint_reloads_without_the_text_towe
     text = PosSamTextEmbeddings.load(str(tmp_path / "text_vocabulary.safetensors"))
     reloaded = fresh(pixel_values=pixels, synonym_embeddings=text.synonym_embeddings, synonym_to_class=text.synonym_to_class)
     assert calls == []
-    torch.testing.assert_close(reloaded.class_probabilities, model(pixel_values=pixels, **vocabulary).class_probabilities)
+    expected = model(pixel_values=pixels, **vocabulary)
+    for key in ("class_queries_logits", "clip_logits"):
+        torch.testing.assert_close(reloaded[key], expected[key])
     from safetensors.torch import save_file
 
     save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))

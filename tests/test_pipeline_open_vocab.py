@@ -15,7 +15,7 @@ from pipeline_testing import (
     tiny_model,
     tiny_processor,
 )
-from possam import OpenVocabPanopticPipeline, PosSamOutput, VocabularyError
+from possam import OpenVocabPanopticPipeline, PosSamOutput, Vocabulary, VocabularyError
 from transformers import pipeline
 
 LABELS = ["cat", "person,child", "grass,lawn"]
@@ -195,9 +195,10 @@ def test_default_vocabulary_with_and_without_stored_embeddings(checkpoints, imag
 def test_vocabulary_file_and_vocabulary_object(segmenter, images, tmp_path):
     path = tmp_path / "vocabulary.txt"
     path.write_text("7:cat:thing\n9:person,child:thing\n11:grass,lawn:stuff\n")
-    from_file = segmenter(images[0], candidate_labels=str(path))
+    from_file = segmenter(images[0], vocabulary=str(path))
     from_list = segmenter(images[0], candidate_labels=LABELS, stuff_labels=STUFF)
     assert_same_results(from_file, from_list)
+    assert_same_results(segmenter(images[0], vocabulary=Vocabulary.from_file(path)), from_list)
 
 
 # ----------------------------------------------------------------------------------------------------- crafted outputs
@@ -206,7 +207,8 @@ def test_vocabulary_file_and_vocabulary_object(segmenter, images, tmp_path):
 def crafted_outputs(batch_size: int) -> PosSamOutput:
     """4 queries, classes (cat, dog, grass): cat on the left half, grass on the right half in two pieces, one void.
 
-    The 128x128 canvas of a 40x80 image holds the image in its top 64 rows: mask rows 0..15 at stride 4.
+    The 128x128 canvas of a 40x80 image holds the image in its top 64 rows: mask rows 0..15 at stride 4. LDP and CLIP
+    agree on each query's class distribution, so every ensemble mixes them into exactly these probabilities.
     """
     probabilities = torch.tensor(
         [[0.9, 0.0, 0.0, 0.1], [0.0, 0.0, 0.6, 0.4], [0.0, 0.0, 0.7, 0.3], [0.02, 0.03, 0.05, 0.9]]
@@ -216,8 +218,9 @@ def crafted_outputs(batch_size: int) -> PosSamOutput:
     masks[1, :8, 16:] = 10.0
     masks[2, 8:, 16:] = 10.0
     return PosSamOutput(
-        class_probabilities=probabilities.expand(batch_size, -1, -1).clone(),
-        mask_scores=torch.tensor([0.8, 0.5, 0.5, 0.9]).expand(batch_size, -1).clone(),
+        class_queries_logits=probabilities.log().expand(batch_size, -1, -1).clone(),
+        clip_logits=probabilities[:, :3].log().expand(batch_size, -1, -1).clone(),
+        iou_scores=torch.tensor([0.8, 0.5, 0.5, 0.9]).expand(batch_size, -1).clone(),
         masks_queries_logits=masks.expand(batch_size, -1, -1, -1).clone(),
     )
 
@@ -245,7 +248,8 @@ def test_crafted_outputs_panoptic(segmenter, crafted):
         return_panoptic_map=True,
     )
     assert len(crafted) == 1 and crafted[0]["pixel_values"].shape == (2, 3, 128, 128)
-    assert crafted[0]["input_ids"].shape[0] == 3 * 14 and crafted[0]["seen_classes"] is None
+    assert crafted[0]["input_ids"].shape[0] == 3 * 14
+    assert not {"ensemble_mode", "seen_classes"} & set(crafted[0])  # the ensemble is post-processing
     for result in results:
         info = result["segments_info"]
         assert [(s["label"], s["was_fused"]) for s in info] == [("cat", False), ("grass", True)]
@@ -279,24 +283,32 @@ def test_crafted_outputs_thresholds(segmenter, crafted):
     assert segmenter(image, candidate_labels=["cat", "dog", "grass"], threshold=0.9) == []
 
 
-def test_geometric_mode_passes_seen_classes(segmenter, images, monkeypatch):
-    received = []
-    original = segmenter.model.forward
+def test_geometric_mode_passes_seen_classes_to_post_processing(segmenter, images, monkeypatch):
+    forward_calls, received = [], []
+    original_forward = segmenter.model.forward
+    original_post_process = segmenter.processor.image_processor.post_process_panoptic_segmentation
 
-    def spy(**kwargs):
+    def forward_spy(**kwargs):
+        forward_calls.append(kwargs)
+        return original_forward(**kwargs)
+
+    def post_process_spy(outputs, **kwargs):
         received.append(kwargs)
-        return original(**kwargs)
+        return original_post_process(outputs, **kwargs)
 
-    monkeypatch.setattr(segmenter.model, "forward", spy)
+    monkeypatch.setattr(segmenter.model, "forward", forward_spy)
+    monkeypatch.setattr(segmenter.processor.image_processor, "post_process_panoptic_segmentation", post_process_spy)
     result = segmenter(images[0], candidate_labels=["cat", "person,child", "lawn,grass"], ensemble_mode="geometric")
     assert isinstance(result, list)
     # config.training_vocabulary = ["cat", "grass"]: a class is seen when any of its names was trained on.
-    assert received[-1]["ensemble_mode"] == "geometric"
+    assert received[-1]["ensemble_mode"] == "geometric" and received[-1]["config"] is segmenter.model.config
     assert received[-1]["seen_classes"].tolist() == [True, False, True]
     segmenter(images[0], return_panoptic_map=True, ensemble_mode="geometric")
     assert received[-1]["seen_classes"].tolist() == [True, False, True]  # default vocabulary cat, dog, grass
     segmenter(images[0], candidate_labels=LABELS, ensemble_mode="clip_only")
-    assert received[-1]["seen_classes"] is None and received[-1]["ensemble_mode"] == "clip_only"
+    assert "seen_classes" not in received[-1] and received[-1]["ensemble_mode"] == "clip_only"
+    # The model's forward pass is the same in every mode.
+    assert all(not {"ensemble_mode", "seen_classes"} & set(call) for call in forward_calls)
 
 
 def test_geometric_mode_needs_training_vocabulary(segmenter, images, monkeypatch):
@@ -324,7 +336,12 @@ def test_unreadable_and_missing_images_are_named(segmenter, tmp_path):
         ({"candidate_labels": ["cat", "dog", "cat"]}, VocabularyError, r"Duplicate labels.*cat"),
         ({"candidate_labels": ["cat", ""]}, VocabularyError, "empty class name"),
         ({"candidate_labels": ["cat", "dog"], "stuff_labels": ["sky"]}, VocabularyError, "'sky' is not one of"),
-        ({"candidate_labels": "cat"}, VocabularyError, r"pass a list such as"),
+        ({"candidate_labels": "coco_panoptic"}, VocabularyError, r"names a shipped vocabulary.*vocabulary='coco_panoptic'"),
+        ({"candidate_labels": "cat,,dog"}, VocabularyError, "empty class name in item 2"),
+        ({"candidate_labels": ["cat"], "vocabulary": "coco_panoptic"}, ValueError, "either candidate_labels"),
+        ({"vocabulary": "coco_panoptic", "stuff_labels": "sky"}, ValueError, "own thing/stuff flags"),
+        ({"vocabulary": ["cat"]}, TypeError, "class names go to candidate_labels"),
+        ({"vocabulary": "no_such_vocabulary"}, VocabularyError, "neither a shipped vocabulary"),
         ({"stuff_labels": ["grass"]}, ValueError, "without candidate_labels"),
         ({"candidate_labels": LABELS, "subtask": "depth"}, ValueError, "subtask must be one of"),
         ({"candidate_labels": LABELS, "ensemble_mode": "mean"}, ValueError, "ensemble_mode must be one of"),

@@ -110,3 +110,46 @@ def test_overlay_rejects_mismatched_inputs():
         draw_segmentation_overlay(np.zeros((5, 5, 3), np.uint8), np.zeros((5, 5), np.int32), [], alpha=2)
     with pytest.raises(ValueError, match="image must be RGB"):
         draw_segmentation_overlay(np.zeros((5, 5), np.uint8), np.zeros((5, 5), np.int32), [])
+
+
+def _no_installed_fonts(monkeypatch, tmp_path):
+    from possam.processing import visualization
+
+    monkeypatch.setattr(visualization, "FONT_FOLDERS", (str(tmp_path),))
+    for cached in (visualization.installed_font_files, visualization._font_for):
+        cached.cache_clear()
+    monkeypatch.setattr(visualization, "label_color", lambda label: (200, 40, 120))  # same box colour for any label
+
+
+def test_labels_the_default_font_lacks_are_written_as_code_points_without_installed_fonts(monkeypatch, tmp_path):
+    from possam.processing import visualization
+
+    _no_installed_fonts(monkeypatch, tmp_path)
+    font = visualization._default_font(14)
+    assert visualization._has_glyph(font, "c") and not visualization._has_glyph(font, "猫")
+    assert visualization.label_text_runs("猫 cat 😀", font) == [("<U+732B> cat <U+1F600>", font)]
+    # The overlay writes exactly that text: the same picture as a label spelled that way.
+    image = np.full((60, 160, 3), 90, dtype=np.uint8)
+    segmentation = np.ones((60, 160), dtype=np.int32)
+    drawn = draw_segmentation_overlay(image, segmentation, [{"id": 1, "label": "猫", "score": 0.5}])
+    spelled = draw_segmentation_overlay(image, segmentation, [{"id": 1, "label": "<U+732B>", "score": 0.5}])
+    np.testing.assert_array_equal(np.asarray(drawn), np.asarray(spelled))
+    visualization.installed_font_files.cache_clear()
+    visualization._font_for.cache_clear()
+
+
+def test_labels_the_default_font_lacks_use_an_installed_font_that_has_them():
+    from possam.processing import visualization
+
+    font = visualization._default_font(14)
+    greek = "σκύλος"
+    runs = visualization.label_text_runs(f"dog {greek}", font)
+    assert runs[0] == ("dog ", font)
+    with_greek = [
+        path for path in visualization.installed_font_files()
+        if all(visualization._has_glyph(visualization._installed_font(path, 14), char) for char in greek)
+    ]
+    if with_greek:  # this machine has such a font (Debian: fonts-dejavu-core, fonts-noto-core)
+        assert runs[1][0] == greek and runs[1][1].path == with_greek[0]
+    else:
+        assert runs[1] == ("".join(f"<U+{ord(char):04X}>" for char in greek), font)

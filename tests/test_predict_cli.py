@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import PIL.Image
@@ -146,27 +147,104 @@ def test_missing_image_exits_1_naming_it(checkpoint, image_files, tmp_path, caps
     assert not (tmp_path / "out").exists()  # checked before the model is loaded or anything is written
 
 
-def test_unreadable_image_exits_1_naming_it(checkpoint, image_files, tmp_path, capsys):
-    broken = tmp_path / "broken.png"
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_unreadable_images_are_reported_after_every_readable_one_is_written(
+    checkpoint, image_files, tmp_path, capsys, batch_size
+):
+    broken, empty = tmp_path / "broken.jpg", tmp_path / "empty.png"
     broken.write_bytes(b"\x89PNG not really")
-    assert main([image_files[0], str(broken), "--model", checkpoint, "--out", str(tmp_path / "out")]) == 1
-    line = error_line(capsys)
-    assert line.startswith("possam predict: error: image 2 of 2: cannot read image file") and str(broken) in line
-    assert (tmp_path / "out" / "street.json").exists()  # images before the broken one were written
+    empty.write_bytes(b"")
+    third = tmp_path / "third.png"
+    random_image(40, 40, seed=2).save(third)
+    images = [image_files[0], str(broken), image_files[1], str(empty), str(third)]
+    out = tmp_path / "out"
+    code = main([*images, "--model", checkpoint, "--out", str(out), "--batch_size", str(batch_size)])
+    captured = capsys.readouterr()
+    assert code == 1 and "Traceback" not in captured.err
+    errors = [line for line in captured.err.splitlines() if "error:" in line]
+    assert len(errors) == 2, captured.err
+    assert errors[0].startswith("possam predict: error: image 2 of 5: cannot read image file") and str(broken) in errors[0]
+    assert errors[1].startswith("possam predict: error: image 4 of 5: cannot read image file") and str(empty) in errors[1]
+    assert sorted(path.name for path in out.iterdir()) == sorted(
+        f"{stem}{suffix}" for stem in ("street", "park", "third") for suffix in (".json", "_overlay.png", "_panoptic.png")
+    )
+    assert f"3 of 5 images segmented; overlays, panoptic PNGs and JSON are in {out}" in captured.out
 
 
-@pytest.mark.parametrize("kind", ["missing", "file", "no_config"])
+def test_no_readable_image_leaves_no_output_folder(checkpoint, tmp_path, capsys):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"GIF89a")
+    out = tmp_path / "new" / "out"
+    assert main([str(broken), "--model", checkpoint, "--out", str(out)]) == 1
+    assert "cannot read image file" in error_line(capsys)
+    assert not (tmp_path / "new").exists()  # both folders it created are gone again
+
+
+def test_unwritable_output_folder_fails_before_the_model_runs(checkpoint, image_files, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main([image_files[0], "--model", checkpoint, "--out", str(blocker)]) == 1
+    assert error_line(capsys) == f"possam predict: error: output folder {str(blocker)!r} exists and is not a folder."
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):  # root ignores permissions; a folder inside a file is unwritable for anyone
+            locked = blocker / "sub"
+        assert main([image_files[0], "--model", "no/such/model", "--out", str(locked)]) == 1
+        line = error_line(capsys)
+        assert line.startswith(f"possam predict: error: output folder {str(locked)!r} is not writable")
+    finally:
+        (tmp_path / "locked").chmod(0o700)
+
+
+def test_outputs_are_written_atomically(checkpoint, image_files, tmp_path, monkeypatch):
+    """A run interrupted while writing leaves the previous complete file, and no temporary file."""
+    from possam.processing import output_files
+
+    out = tmp_path / "out"
+    assert main([image_files[0], "--model", checkpoint, "--labels", "cat,dog", "--out", str(out)]) == 0
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+
+    real_replace = os.replace
+    calls = []
+
+    def interrupted_replace(source, target):
+        calls.append(target)
+        if len(calls) == 2:  # the overlay went through, the panoptic PNG is "interrupted"
+            raise KeyboardInterrupt
+        real_replace(source, target)
+
+    monkeypatch.setattr(output_files.os, "replace", interrupted_replace)
+    with pytest.raises(KeyboardInterrupt):
+        main([image_files[0], "--model", checkpoint, "--labels", "grass,sky", "--out", str(out)])
+    after = {path.name: path.read_bytes() for path in out.iterdir()}
+    assert set(after) == set(before)  # no temporary file left
+    assert after["street_panoptic.png"] == before["street_panoptic.png"]
+    assert after["street.json"] == before["street.json"]
+
+
+@pytest.mark.parametrize("kind", ["missing", "file", "no_config", "sibling_typo"])
 def test_bad_model_path_exits_1_naming_it(image_files, tmp_path, capsys, kind):
     model = tmp_path / "model"
     if kind == "file":
         model.write_text("not a model")
     elif kind == "no_config":
         model.mkdir()
+    elif kind == "sibling_typo":
+        model.mkdir()
+        model = tmp_path / "modell"
     assert main([image_files[0], "--model", str(model), "--out", str(tmp_path / "out")]) == 1
     line = error_line(capsys)
-    assert line.startswith("possam predict: error: model") and repr(str(model)) in line
-    expected = {"missing": "does not exist", "file": "is not a folder", "no_config": "has no config.json"}[kind]
+    assert line.startswith(f"possam predict: error: {model}:")
+    expected = {
+        "missing": "no such model folder.",
+        "file": "is a file, not a model folder",
+        "no_config": "no config.json in this folder",
+        "sibling_typo": f"no such model folder (did you mean {str(tmp_path / 'model')!r}?)",
+    }[kind]
     assert expected in line
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(

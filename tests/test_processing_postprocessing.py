@@ -21,8 +21,8 @@ from possam.processing.resizing import longest_edge_resize_shape
 
 
 def make_outputs(probabilities, mask_scores, logits, is_thing=None):
-    """A one-image PosSamOutput from per-image arrays."""
-    return PosSamOutput(
+    """One image's precomputed (already ensembled) scores and masks, as post-processing accepts them."""
+    return dict(
         class_probabilities=torch.as_tensor(probabilities, dtype=torch.float32)[None],
         mask_scores=torch.as_tensor(mask_scores, dtype=torch.float32)[None],
         masks_queries_logits=torch.as_tensor(logits, dtype=torch.float32)[None],
@@ -352,7 +352,7 @@ def test_resizing_matches_three_interpolate_calls():
 
 def test_batch_of_images_with_different_sizes():
     torch.manual_seed(2)
-    outputs = PosSamOutput(
+    outputs = dict(
         class_probabilities=torch.rand(2, 4, 3),
         mask_scores=torch.rand(2, 4),
         masks_queries_logits=torch.randn(2, 4, 8, 8),
@@ -360,11 +360,7 @@ def test_batch_of_images_with_different_sizes():
     results = post_process_panoptic_segmentation(outputs, target_sizes=[(10, 20), (25, 7)])
     assert [r["segmentation"].shape for r in results] == [(10, 20), (25, 7)]
     single = post_process_panoptic_segmentation(
-        PosSamOutput(
-            class_probabilities=outputs.class_probabilities[1:],
-            mask_scores=outputs.mask_scores[1:],
-            masks_queries_logits=outputs.masks_queries_logits[1:],
-        ),
+        {name: value[1:] for name, value in outputs.items()},
         target_sizes=[(25, 7)],
     )[0]
     assert torch.equal(single["segmentation"], results[1]["segmentation"])
@@ -394,11 +390,16 @@ def test_works_inside_transformers_image_segmentation_pipeline():
 
 
 def test_missing_inference_fields_and_bad_shapes():
-    with pytest.raises(ValueError, match="eval mode"):
+    with pytest.raises(ValueError, match=r"lacks \['class_queries_logits', 'clip_logits', 'iou_scores'\]"):
         post_process_panoptic_segmentation(PosSamOutput(masks_queries_logits=torch.zeros(1, 2, 4, 4)))
-    with pytest.raises(ValueError, match="eval mode"):
+    with pytest.raises(ValueError, match=r"lacks \['clip_logits'\]"):
         post_process_semantic_segmentation(
-            {"masks_queries_logits": torch.zeros(1, 2, 4, 4), "mask_scores": torch.zeros(1, 2)}
+            {"masks_queries_logits": torch.zeros(1, 2, 4, 4), "class_queries_logits": torch.zeros(1, 2, 3),
+             "iou_scores": torch.zeros(1, 2)}
+        )
+    with pytest.raises(ValueError, match="precomputed class_probabilities"):
+        post_process_panoptic_segmentation(
+            make_outputs(torch.rand(2, 3), torch.rand(2), torch.rand(2, 4, 4)), ensemble_mode="clip_only"
         )
     with pytest.raises(ValueError, match="disagree on"):
         post_process_instance_segmentation(make_outputs(torch.rand(3, 2), torch.rand(2), torch.rand(2, 4, 4)))
@@ -429,7 +430,7 @@ def test_band_by_band_processing_equals_one_band(monkeypatch):
     # Query k is confident on a diagonal stripe of its own, with noise: overlapping, irregular segments.
     rows, cols = torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="ij")
     logits = torch.stack([3.0 - (rows + cols - 2.5 * k).abs() for k in range(6)]) + torch.randn(6, 8, 8)
-    outputs = PosSamOutput(
+    outputs = dict(
         class_probabilities=probabilities,
         mask_scores=torch.rand(1, 6),
         masks_queries_logits=logits[None],

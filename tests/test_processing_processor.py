@@ -1,13 +1,21 @@
 """PosSamProcessor: vocabulary -> prompts -> tokens, images, post-processing with labels, save/load, Auto classes."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from transformers import AutoConfig, AutoImageProcessor, AutoProcessor
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-from possam.configuration import DEFAULT_PROMPT_TEMPLATES, PosSamConfig, Vocabulary, VocabularyError, possam_preset
-from possam.outputs import PosSamOutput
+from possam.configuration import (
+    DEFAULT_PROMPT_TEMPLATES,
+    PosSamConfig,
+    Vocabulary,
+    VocabularyError,
+    load_vocabulary,
+    possam_preset,
+)
 from possam.processing import (
     PosSamImageProcessor,
     PosSamProcessor,
@@ -60,17 +68,27 @@ def test_images_and_text_together(processor):
 
 
 def test_vocabulary_forms(processor, tmp_path):
-    shipped = resolve_vocabulary("coco_panoptic")
+    shipped = resolve_vocabulary(load_vocabulary("coco_panoptic"))
     assert len(shipped) == 133 and len(shipped.stuff_label_ids) == 53
     path = tmp_path / "vocab.txt"
     path.write_text("5:cat,kitty:thing\n9:grass:stuff\n")
-    from_file = resolve_vocabulary(path)
+    from_file = resolve_vocabulary(path)  # a pathlib.Path is a vocabulary file
     assert from_file.labels == ["cat", "grass"] and from_file.stuff_label_ids == [1]
     assert resolve_vocabulary(from_file) is from_file
-    from_list = resolve_vocabulary(["cat,kitty", "grass"], stuff_labels=["grass"])
-    assert from_list.class_names == from_file.class_names and from_list.is_thing == from_file.is_thing
-    tokens_file, tokens_list = processor(text=str(path)), processor(text=["cat,kitty", "grass"])
-    assert all(torch.equal(tokens_file[k], tokens_list[k]) for k in tokens_file)
+    # The same two classes in every user form: list entries with '|' (or the older ',') for synonyms, or one
+    # comma-separated string of classes as in transformers' zero-shot pipelines; stuff labels as a list or a string.
+    for labels, stuff in [
+        (["cat|kitty", "grass"], ["grass"]),
+        (["cat,kitty", "grass"], "grass"),
+        ("cat|kitty,grass", "grass"),
+        (" cat | kitty , grass ", ["grass"]),
+    ]:
+        from_labels = resolve_vocabulary(labels, stuff_labels=stuff)
+        assert from_labels.class_names == from_file.class_names and from_labels.is_thing == from_file.is_thing
+    assert resolve_vocabulary("ball,box").class_names == [["ball"], ["box"]]
+    assert resolve_vocabulary("sky").class_names == [["sky"]]
+    tokens_file, tokens_string = processor(text=path), processor(text="cat|kitty,grass")
+    assert all(torch.equal(tokens_file[k], tokens_string[k]) for k in tokens_file)
 
 
 @pytest.mark.parametrize(
@@ -80,10 +98,13 @@ def test_vocabulary_forms(processor, tmp_path):
         (["cat", "dog", "cat"], None, VocabularyError, r"Duplicate labels in candidate_labels: \['cat'\]"),
         (["cat", "dog"], ["grass"], VocabularyError, "Stuff label 'grass' is not one of the candidate labels"),
         (["cat", "dog,"], None, VocabularyError, "empty class name"),
-        ("cat", None, VocabularyError, r"neither a shipped vocabulary.*pass a list such as \['cat', 'dog'\]"),
+        ("coco_panoptic", None, VocabularyError, r"names a shipped vocabulary.*load_vocabulary\('coco_panoptic'\)"),
+        ("cat,,dog", None, VocabularyError, "empty class name in item 2"),
+        (["person|child,kid"], None, VocabularyError, r"mixes ',' and '\|'"),
+        (["cat", "dog"], "cat,sky", VocabularyError, "Stuff label 'sky' is not one of"),
         (["cat", 3], None, VocabularyError, "must be a string"),
         ({"cat": 1}, None, TypeError, "text must be a list of class names"),
-        ("coco_panoptic", ["person"], ValueError, "stuff_labels can only be given with a list"),
+        (Path("vocab.txt"), ["person"], ValueError, "stuff_labels can only be given with class names"),
     ],
 )
 def test_bad_vocabularies(processor, text, stuff, error, message):
@@ -114,9 +135,9 @@ def test_vocabulary_tokenized_once(processor, monkeypatch):
 
     monkeypatch.setattr(PosSamProcessor, "_tokenize", counting)
     fresh = PosSamProcessor(image_processor=PosSamImageProcessor(size=32))
-    first = fresh(text="ade20k_150")
+    first = fresh(text=load_vocabulary("ade20k_150"))
     first["input_ids"][0, 0] = -1  # the caller owns its tensors: this must not reach the cache
-    second = fresh(text=resolve_vocabulary("ade20k_150"))
+    second = fresh(text=load_vocabulary("ade20k_150"))
     assert calls == [150]
     assert second["input_ids"][0, 0] == 49406
     fresh(text=["cat"])
@@ -156,9 +177,7 @@ def test_post_processing_names_segments_and_fuses_vocabulary_stuff(processor):
     probabilities = torch.tensor([[0.0, 0.9, 0.0], [0.0, 0.8, 0.0], [0.7, 0.0, 0.0]])
     logits = torch.full((3, 8, 8), -6.0)
     logits[0, :3], logits[1, 3:5], logits[2, 5:] = 6.0, 6.0, 6.0
-    outputs = PosSamOutput(
-        class_probabilities=probabilities[None], mask_scores=torch.ones(1, 3), masks_queries_logits=logits[None]
-    )
+    outputs = {"class_probabilities": probabilities[None], "mask_scores": torch.ones(1, 3), "masks_queries_logits": logits[None]}
     vocabulary = ["cat", "grass,lawn"]
     panoptic = processor.post_process_panoptic_segmentation(
         outputs, vocabulary, stuff_labels=["grass"], target_sizes=[(32, 32)]

@@ -23,17 +23,25 @@ def readme_snippets() -> list[str]:
 
 
 def test_readme_has_runnable_snippets():
-    assert len(readme_snippets()) == 2
+    assert len(readme_snippets()) == 3
 
 
-@pytest.mark.parametrize("index", [0, 1])
+@pytest.mark.parametrize("index", [0, 1, 2])
 def test_readme_snippet_runs(index, tmp_path, monkeypatch, capsys):
     scenes = generate_synthetic_coco_panoptic(tmp_path / "possam-demo" / "data" / "scenes", num_images=2, seed=7)
     model, processor = tiny_model(), tiny_processor()
     embed_default_vocabulary(model, processor, scenes.vocabulary)
+    model.config.training_vocabulary = scenes.vocabulary.entries  # as `possam demo` saves it
     model.save_pretrained(tmp_path / "possam-demo" / "model")
     processor.save_pretrained(tmp_path / "possam-demo" / "model")
     monkeypatch.chdir(tmp_path)
     exec(compile(readme_snippets()[index], f"README snippet {index}", "exec"), {})
     printed = capsys.readouterr().out
-    assert ("(128, 128)" in printed) if index == 0 else ("torch.Size([128, 128])" in printed and "torch.Size([1, 10, 4])" in printed)
+    expected = {
+        0: ["(128, 128)"],
+        1: ["torch.Size([128, 128])", "torch.Size([1, 10, 4])"],
+        2: ["True\n", "torch.Size([1, 128, 128, 3])", "True ["],
+    }[index]
+    assert all(text in printed for text in expected), printed
+    if index == 1:  # every ensemble mode post-processed from the one forward pass
+        assert all(re.search(rf"^{mode} \[", printed, flags=re.M) for mode in ("mase", "geometric", "ldp_only", "clip_only"))

@@ -2,6 +2,8 @@
 
 Data and metrics (one concept per module):
     coco_panoptic      lazy COCO panoptic `datasets.Dataset` + per-example decoding and checks
+    hub_panoptic       Hub-style panoptic datasets (image, annotation, segments_info) through a `datasets` transform
+    validation         whole-dataset validation before training (parallel, cached), --skip_invalid
     ade20k             ADEChallengeData2016 (+ instance annotations) -> COCO panoptic format
     synthetic          a small learnable synthetic dataset written in COCO panoptic format
     augmentation       large-scale jitter (train) and longest-side resize (eval)
@@ -30,6 +32,7 @@ from .coco_panoptic import (
     load_coco_panoptic,
     vocabulary_from_categories,
 )
+from .hub_panoptic import load_hub_panoptic
 from .metric_mask_ap import MaskAPAccumulator, MaskAPResult
 from .metric_panoptic_quality import (
     EVALUATE_METRIC_DIR,
@@ -74,6 +77,7 @@ __all__ = [
     "evaluate_panoptic",
     "generate_synthetic_coco_panoptic",
     "load_coco_panoptic",
+    "load_hub_panoptic",
     "panoptic_quality",
     "panoptic_targets",
     "resize_longest_side",

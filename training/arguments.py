@@ -35,7 +35,20 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
-    """COCO-panoptic-format data (an image folder, a panoptic PNG folder, a JSON file)."""
+    """COCO-panoptic-format data (an image folder, a panoptic PNG folder, a JSON file), or a `datasets` dataset with
+    `image`, `annotation` (`Image()`) and `segments_info` columns (`--dataset_name`)."""
+
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "A panoptic dataset for datasets.load_dataset (Hub name, local parquet/imagefolder dataset) "
+                  "or a save_to_disk folder, with image, annotation and segments_info columns. Replaces the "
+                  "--train_*/--eval_* COCO folders."},
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "Configuration of --dataset_name."})
+    train_split: str = field(default="train", metadata={"help": "Training split of --dataset_name."})
+    eval_split: str | None = field(
+        default=None, metadata={"help": "Evaluation split of --dataset_name (e.g. validation); none: no evaluation."}
+    )
 
     train_annotations: str | None = field(default=None, metadata={"help": "Panoptic JSON of the training split."})
     train_images: str | None = field(default=None, metadata={"help": "Image folder of the training split."})
@@ -61,6 +74,34 @@ class DataArguments:
         default=None, metadata={"help": "Where cached features live (default: <output_dir>/feature_cache)."}
     )
     eval_threshold: float = field(default=0.0, metadata={"help": "Panoptic score threshold used in evaluation."})
+    ensemble_mode: str | None = field(
+        default=None,
+        metadata={"help": "Class ensemble in evaluation: mase, geometric, ldp_only or clip_only (default: the model's "
+                  "config.ensemble_mode). Comma-separated modes (possam evaluate) evaluate each on the same forward "
+                  "passes, their metrics prefixed with the mode."},
+    )
+    validate_dataset: bool = field(
+        default=True,
+        metadata={"help": "Decode every sample once before training/evaluation and report all invalid ones "
+                  "(cached per dataset)."},
+    )
+    skip_invalid: bool = field(
+        default=False, metadata={"help": "Leave invalid samples out (logged, with their count) instead of failing."}
+    )
+    validation_cache_dir: str | None = field(
+        default=None,
+        metadata={"help": "Where dataset validation results are cached (default $POSSAM_CACHE/dataset_validation, ~/.cache/possam/...; "
+                  "empty: no cache)."},
+    )
+
+
+def evaluation_data_name(data_args: DataArguments) -> str | None:
+    """What the evaluation split is called in results and model cards: the dataset and split, or the annotation file."""
+    if data_args.eval_annotations:
+        return os.path.basename(data_args.eval_annotations)
+    if data_args.dataset_name and data_args.eval_split:
+        return f"{data_args.dataset_name.rstrip('/').split('/')[-1]} ({data_args.eval_split})"
+    return None
 
 
 def read_config_file(path: str) -> dict:

@@ -201,6 +201,8 @@ def load_coco_panoptic(
         rows["width"].append(int(image.get("width", -1)))
         rows["height"].append(int(image.get("height", -1)))
         rows["segments_info"].append(segments)
+    if not rows["image_id"]:
+        raise PanopticDataError(f"{json_path!r} has no annotations: the dataset is empty.")
     missing = [image_id for image_id in images if image_id not in annotated]
     if missing:
         raise PanopticDataError(
@@ -218,25 +220,60 @@ def _open_checked(path: str, kind: str, image_id: str) -> Image.Image:
         raise PanopticDataError(f"Cannot read the {kind} {path!r} of image {image_id!r}: {error}.") from None
 
 
-def decode_panoptic_example(example: Mapping) -> PanopticExample:
-    """Decodes one row of `load_coco_panoptic` into pixels, checking that image, PNG and JSON agree."""
+def _loaded(image: Image.Image, kind: str, where: str, image_id: str) -> Image.Image:
+    """Decodes the pixels now, so that a truncated or corrupt file is reported with its name, not mid-training."""
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError) as error:
+        raise PanopticDataError(f"Cannot decode the {kind} {where} of image {image_id!r}: {error}.") from None
+    return image
+
+
+def _example_images(example: Mapping) -> tuple[Image.Image, Image.Image, str, str]:
+    """(image, panoptic map, image name, panoptic map name) of a COCO-folder row (`image_path`, `panoptic_path`) or
+    of a Hub-style row (`image`, `annotation` already decoded by `datasets`' `Image()` feature)."""
     image_id = str(example["image_id"])
-    image = _open_checked(example["image_path"], "image", image_id)
-    panoptic = _open_checked(example["panoptic_path"], "panoptic PNG", image_id)
+    if "image_path" in example:
+        image_name, panoptic_name = repr(example["image_path"]), repr(example["panoptic_path"])
+        image = _open_checked(example["image_path"], "image", image_id)
+        panoptic = _open_checked(example["panoptic_path"], "panoptic PNG", image_id)
+    else:
+        source = example.get("source", "the dataset")
+        image_name, panoptic_name = f"'image' of {source}", f"'annotation' of {source}"
+        image, panoptic = example["image"], example["annotation"]
+        for kind, name, value in (("image", image_name, image), ("panoptic PNG", panoptic_name, panoptic)):
+            if not isinstance(value, Image.Image):
+                raise PanopticDataError(
+                    f"The {kind} {name} of image {image_id!r} is {type(value).__name__}, expected a PIL image (a "
+                    "datasets Image() column)."
+                )
+    return (
+        _loaded(image, "image", image_name, image_id),
+        _loaded(panoptic, "panoptic PNG", panoptic_name, image_id),
+        image_name,
+        panoptic_name,
+    )
+
+
+def decode_panoptic_example(example: Mapping) -> PanopticExample:
+    """Decodes one row of `load_coco_panoptic` or `load_hub_panoptic` into pixels, checking that image, panoptic
+    map and segments agree; any problem is a `PanopticDataError` naming the file (or the dataset and image id)."""
+    image_id = str(example["image_id"])
+    image, panoptic, image_name, panoptic_name = _example_images(example)
     if panoptic.size != image.size:
         raise PanopticDataError(
-            f"The panoptic PNG {example['panoptic_path']!r} is {panoptic.size[0]}x{panoptic.size[1]} (WxH) but its "
-            f"image {example['image_path']!r} is {image.size[0]}x{image.size[1]}."
+            f"The panoptic PNG {panoptic_name} is {panoptic.size[0]}x{panoptic.size[1]} (WxH) but its "
+            f"image {image_name} is {image.size[0]}x{image.size[1]}."
         )
     width, height = int(example.get("width", -1)), int(example.get("height", -1))
     if width > 0 and height > 0 and (width, height) != image.size:
         raise PanopticDataError(
-            f"The image {example['image_path']!r} is {image.size[0]}x{image.size[1]} (WxH) but the JSON says "
+            f"The image {image_name} is {image.size[0]}x{image.size[1]} (WxH) but the JSON says "
             f"width={width}, height={height}."
         )
     if panoptic.mode != "RGB":
         raise PanopticDataError(
-            f"The panoptic PNG {example['panoptic_path']!r} has mode {panoptic.mode!r}; COCO panoptic PNGs are RGB "
+            f"The panoptic PNG {panoptic_name} has mode {panoptic.mode!r}; COCO panoptic PNGs are RGB "
             "with id = R + 256 * G + 256**2 * B."
         )
     segment_ids = rgb_to_segment_ids(np.asarray(panoptic))
@@ -248,12 +285,12 @@ def decode_panoptic_example(example: Mapping) -> PanopticExample:
     if absent:
         raise PanopticDataError(
             f"segments_info of image {image_id!r} lists segment ids {absent} that do not occur in the panoptic PNG "
-            f"{example['panoptic_path']!r}."
+            f"{panoptic_name}."
         )
     unlisted = sorted(set(area_of) - set(listed) - {0})
     if unlisted:
         raise PanopticDataError(
-            f"The panoptic PNG {example['panoptic_path']!r} contains segment ids {unlisted[:10]} that are not in "
+            f"The panoptic PNG {panoptic_name} contains segment ids {unlisted[:10]} that are not in "
             f"segments_info of image {image_id!r} (only 0 may be unlisted: it is void)."
         )
     segments_info = [
@@ -261,7 +298,7 @@ def decode_panoptic_example(example: Mapping) -> PanopticExample:
             "id": int(segment["id"]),
             "category_id": int(segment["category_id"]),
             "label_id": int(segment["label_id"]),
-            "iscrowd": int(segment["iscrowd"]),
+            "iscrowd": int(segment.get("iscrowd", 0)),
             "area": int(area_of[int(segment["id"])]),
         }
         for segment in example["segments_info"]

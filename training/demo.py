@@ -16,7 +16,6 @@ PosSAM trained on real data (`possam train`).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -49,6 +48,7 @@ def main(argv: list[str], prog: str = "possam demo") -> int:
     from transformers import set_seed
 
     from .. import PosSamModel, possam_preset
+    from ..model_card import save_results
     from ..processing import PosSamProcessor, embed_default_vocabulary
     from .collator import PosSamDataCollator
     from .coco_panoptic import load_coco_panoptic
@@ -56,6 +56,7 @@ def main(argv: list[str], prog: str = "possam demo") -> int:
     from .evaluation import evaluate_panoptic
     from .synthetic import generate_synthetic_coco_panoptic
     from .trainer import PosSamTrainer, PosSamTrainingArguments
+    from ..processing.output_files import write_json_atomically
     from ..processing.predict_cli import main as predict
 
     data_dir = os.path.join(args.output_dir, "data")
@@ -103,6 +104,7 @@ def main(argv: list[str], prog: str = "possam demo") -> int:
     model_dir = os.path.join(args.output_dir, "model")
     model.config.training_vocabulary = vocabulary.entries
     embed_default_vocabulary(model, processor, vocabulary)
+    save_results(model_dir, after, f"{len(val)} held-out synthetic images")  # reported by the model card
     model.save_pretrained(model_dir)
     processor.save_pretrained(model_dir)
 
@@ -125,8 +127,7 @@ def main(argv: list[str], prog: str = "possam demo") -> int:
         "predictions": predictions_dir,
         "data": data_dir,
     }
-    with open(os.path.join(args.output_dir, "summary.json"), "w", encoding="utf-8") as handle:
-        json.dump(summary, handle, indent=2)
+    write_json_atomically(os.path.join(args.output_dir, "summary.json"), summary)
     print()
     print(f"PQ on held-out synthetic images: {before['PQ']} before training -> {after['PQ']} after "
           f"(things {after['PQ_th']}, stuff {after['PQ_st']}, mIoU {after['mIoU']}).")

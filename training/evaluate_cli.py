@@ -23,12 +23,15 @@ def main(argv: list[str], prog: str = "possam evaluate") -> int:
     model_args, data_args, output_args = parse_arguments(argv, (ModelArguments, DataArguments, OutputArguments), prog)
     from accelerate import Accelerator
 
+    from ..processing.output_files import check_writable_file, write_json_atomically
     from .run import evaluate, leave_process_group
 
     accelerator = Accelerator()
     try:
+        if output_args.output_json:
+            check_writable_file(output_args.output_json)  # before the model runs, not after
         metrics = evaluate(model_args, data_args, accelerator)
-    except (FileNotFoundError, ValueError) as error:
+    except (OSError, ValueError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 1
     finally:
@@ -36,6 +39,6 @@ def main(argv: list[str], prog: str = "possam evaluate") -> int:
     if accelerator.is_main_process:
         print(json.dumps(metrics, indent=2))
         if output_args.output_json:
-            with open(output_args.output_json, "w", encoding="utf-8") as handle:
-                json.dump(metrics, handle, indent=2)
+            write_json_atomically(output_args.output_json, metrics)
+            print(f"Metrics written to {output_args.output_json}", file=sys.stderr)
     return 0

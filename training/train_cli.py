@@ -17,15 +17,19 @@ from .trainer import PosSamTrainingArguments
 
 def main(argv: list[str], prog: str = "possam train") -> int:
     model_args, data_args, training_args = parse_arguments(argv, (ModelArguments, DataArguments, PosSamTrainingArguments), prog)
+    from ..processing.output_files import OutputFolder
     from .run import leave_process_group, train
 
     try:
-        metrics = train(model_args, data_args, training_args)
-    except (FileNotFoundError, ValueError) as error:
+        # Checked writable before the model runs; removed again if the run fails before writing anything into it.
+        with OutputFolder(training_args.output_dir):
+            metrics = train(model_args, data_args, training_args)
+    except (OSError, ValueError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 1
     finally:
         leave_process_group()
     if training_args.process_index == 0:
         print(json.dumps(metrics, indent=2))
+        print(f"Model, processor and checkpoints saved in {training_args.output_dir}", file=sys.stderr)
     return 0

@@ -8,14 +8,20 @@ training vocabulary. MASE decides it per image, from the masks themselves: a cla
 *reliable* query (high predicted IoU, not void) predicts it confidently with LDP. The predicted IoU then also weighs
 each mask's score, so well-formed masks win the pixel assignment and the ranking.
 
-`config.ensemble_mode` selects `"mase"`, `"geometric"` (FC-CLIP), `"ldp_only"` or `"clip_only"` for ablations.
+The ensemble is post-processing: the model returns both classifiers' logits and the predicted IoU whatever its mode,
+and `post_process_*_segmentation(outputs, ensemble_mode=...)` combines them, so one forward pass serves every mode.
+`config.ensemble_mode` (default) selects `"mase"`, `"geometric"` (FC-CLIP), `"ldp_only"` or `"clip_only"`; the
+constants (alpha, beta, the MASE thresholds, the IoU exponent) are `PosSamConfig` fields.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from functools import lru_cache
+
 import torch
 
-from .configuration import PosSamConfig
+from ..configuration import PosSamConfig
 
 
 ENSEMBLE_MODES = ("mase", "geometric", "ldp_only", "clip_only")
@@ -69,9 +75,7 @@ def ensemble_class_probabilities(
         ensemble_mode: overrides `config.ensemble_mode`.
         seen_classes: `(C,)` or `(batch, C)` seen flags, required by `"geometric"` (see `seen_class_mask`).
     """
-    mode = ensemble_mode or config.ensemble_mode
-    if mode not in ENSEMBLE_MODES:
-        raise ValueError(f"ensemble_mode must be one of {ENSEMBLE_MODES}, got {mode!r}.")
+    mode = check_ensemble_mode(ensemble_mode or config.ensemble_mode)
     logits = class_queries_logits.float()
     void = logits.softmax(dim=-1)[..., -1]
     ldp_log_probabilities = logits[..., :-1].log_softmax(dim=-1)
@@ -96,7 +100,7 @@ def ensemble_class_probabilities(
             if seen_classes is None:
                 raise ValueError(
                     "ensemble_mode='geometric' needs `seen_classes`, the (C,) flags of classes seen in training; "
-                    "build them with possam.mase.seen_class_mask(labels, config.training_vocabulary)."
+                    "build them with possam.processing.mase.seen_class_mask(labels, config.training_vocabulary)."
                 )
             seen = seen_classes.to(device=logits.device, dtype=torch.bool).expand(batch_size, num_classes)
         alpha = torch.tensor(config.ensemble_alpha, device=logits.device)
@@ -106,3 +110,51 @@ def ensemble_class_probabilities(
     ensembled = (1 - clip_weight) * ldp_log_probabilities + clip_weight * clip_log_probabilities
     class_probabilities = ensembled.softmax(dim=-1) * (1 - void).unsqueeze(-1)
     return torch.cat([class_probabilities, void.unsqueeze(-1)], dim=-1)
+
+
+@lru_cache(maxsize=1)
+def default_ensemble_config() -> PosSamConfig:
+    """`PosSamConfig`'s defaults (MASE, alpha 0.4, beta 0.8, ...), used when post-processing is given no config."""
+    return PosSamConfig()
+
+
+def check_ensemble_mode(ensemble_mode: str) -> str:
+    if ensemble_mode not in ENSEMBLE_MODES:
+        raise ValueError(f"ensemble_mode must be one of {ENSEMBLE_MODES}, got {ensemble_mode!r}.")
+    return ensemble_mode
+
+
+def geometric_seen_classes(class_labels: Sequence[str], training_vocabulary: Sequence[str] | None) -> torch.BoolTensor:
+    """`seen_class_mask` for `ensemble_mode="geometric"`, with a clear error when the training classes are unknown."""
+    if not training_vocabulary:
+        raise ValueError(
+            "ensemble_mode='geometric' decides which classes were seen in training by name, but no training "
+            "vocabulary is known (config.training_vocabulary is empty). Use ensemble_mode='mase' (per-image, needs no "
+            "names) or give the class names the model was trained on (config.training_vocabulary / "
+            "training_vocabulary=...)."
+        )
+    return seen_class_mask(list(class_labels), list(training_vocabulary))
+
+
+def ensemble_scores(
+    class_queries_logits: torch.Tensor,
+    clip_logits: torch.Tensor,
+    iou_scores: torch.Tensor,
+    config: PosSamConfig | None = None,
+    ensemble_mode: str | None = None,
+    seen_classes: torch.BoolTensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(class_probabilities (B, K, C + 1), mask_scores (B, K))`: the per-query scores post-processing ranks.
+
+    Args:
+        class_queries_logits, clip_logits, iou_scores: the model output's fields (see `ensemble_class_probabilities`).
+        config: supplies the default `ensemble_mode`, alpha, beta, the MASE thresholds and `iou_score_exponent`;
+            `None` takes `PosSamConfig`'s defaults.
+        ensemble_mode: overrides `config.ensemble_mode`.
+        seen_classes: `(C,)` or `(B, C)` seen flags for `"geometric"` (see `geometric_seen_classes`).
+    """
+    config = config if config is not None else default_ensemble_config()
+    class_probabilities = ensemble_class_probabilities(
+        class_queries_logits, clip_logits, iou_scores, config, ensemble_mode, seen_classes
+    )
+    return class_probabilities, iou_scores.float() ** config.iou_score_exponent
