@@ -272,7 +272,7 @@ def main() -> int:
     if peer is not None:
         peer_ratio = [r["end_to_end"] / r["mask2former_end_to_end"] for r in round_dicts]
         ratios["possam_over_mask2former_end_to_end"] = statistics.median(peer_ratio)
-        rows.append(("PosSAM-B end-to-end / Mask2Former (Swin-T, 250 queries) end-to-end",
+        rows.append((f"PosSAM ({args.preset}) end-to-end / Mask2Former (Swin-T, 250 queries) end-to-end",
                      f"{statistics.median(peer_ratio):.2f}x ({spread(peer_ratio, '{:.2f}x')})", "", ""))
 
     with tempfile.TemporaryDirectory() as cache_dir:
