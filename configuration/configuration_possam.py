@@ -12,7 +12,14 @@ import typing
 from typing import Literal
 
 from huggingface_hub.dataclasses import strict
-from transformers import CLIPTextConfig, Mask2FormerConfig, SamVisionConfig
+from transformers import (
+    CLIPTextConfig,
+    Mask2FormerConfig,
+    SamConfig,
+    SamMaskDecoderConfig,
+    SamPromptEncoderConfig,
+    SamVisionConfig,
+)
 from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
 from transformers.models.auto.configuration_auto import AutoConfig
 
@@ -175,6 +182,14 @@ class PosSamConfig(SavesRemoteCode, PreTrainedConfig):
         The CLIP text and vision towers.
     image_mean (`list[float]`), image_std (`list[float]`):
         SAM's normalization (0-255 scale) that `pixel_values` carry; used to re-normalize the image for CLIP.
+    sam_prompt_encoder_config (`SamPromptEncoderConfig` or `dict`, *optional*):
+        SAM's prompt encoder (points, boxes -> prompt tokens), frozen, for `PosSamModel.segment_prompts`. Its
+        `hidden_size` must equal `sam_vision_config.output_channels` and its `image_size` / `patch_size` the encoder's.
+        When absent (configs saved before promptable segmentation existed) it is derived from `sam_vision_config`.
+    sam_mask_decoder_config (`SamMaskDecoderConfig` or `dict`, *optional*):
+        SAM's two-way mask decoder (prompt tokens + the SAM neck output -> masks and predicted IoU), frozen. Its
+        `hidden_size` must equal `sam_vision_config.output_channels`; SAM's defaults otherwise (2 layers, 8 heads,
+        3 multimask outputs).
 
     sam_pretrained (`str`, *optional*), clip_pretrained (`str`, *optional*):
         Where the towers' weights were loaded from (Hub id, folder or file), recorded by
@@ -293,12 +308,19 @@ class PosSamConfig(SavesRemoteCode, PreTrainedConfig):
     """
 
     model_type = "possam"
+    # Output fields transformers' Trainer leaves out of the predictions it hands to `compute_metrics` (loss
+    # components, intermediate predictions, features): what remains is what post-processing reads.
+    keys_to_ignore_at_inference = ["loss_dict", "auxiliary_predictions", "image_features", "mask_features"]
     sub_configs_defaults = {
         "sam_vision_config": SamVisionConfig,
+        "sam_prompt_encoder_config": SamPromptEncoderConfig,
+        "sam_mask_decoder_config": SamMaskDecoderConfig,
         "clip_config": PosSamClipConfig,
     }
 
     sam_vision_config: dict | PreTrainedConfig | None = None
+    sam_prompt_encoder_config: dict | PreTrainedConfig | None = None
+    sam_mask_decoder_config: dict | PreTrainedConfig | None = None
     clip_config: dict | PreTrainedConfig | None = None
     image_mean: list[float] | tuple[float, ...] = SAM_IMAGE_MEAN
     image_std: list[float] | tuple[float, ...] = SAM_IMAGE_STD
@@ -373,11 +395,38 @@ class PosSamConfig(SavesRemoteCode, PreTrainedConfig):
             self.vocabulary_is_thing = [True] * len(self.vocabulary)
         self.prompt_templates = list(self.prompt_templates)
         self.image_mean, self.image_std = list(self.image_mean), list(self.image_std)
+        self._default_sam_prompt_configs()
         super().__post_init__(**kwargs)
         if self.ldp_hidden_size is None:
             self.ldp_hidden_size = self.clip_config.projection_dim
         self.id2label = {index: entry.split(",")[0] for index, entry in enumerate(self.vocabulary)}
         self.label2id = {label: index for index, label in self.id2label.items()}
+
+    def _default_sam_prompt_configs(self) -> None:
+        # SAM's promptable decoder works on the image encoder's neck output, so its width and input size follow the
+        # encoder's; this also lets configs saved before these fields existed load with a consistent decoder.
+        vision = self.sam_vision_config
+        if vision is None:
+            vision = SamVisionConfig()
+        elif isinstance(vision, dict):
+            vision = SamVisionConfig(**vision)
+        if self.sam_prompt_encoder_config is None:
+            self.sam_prompt_encoder_config = {
+                "hidden_size": vision.output_channels,
+                "image_size": vision.image_size,
+                "patch_size": vision.patch_size,
+            }
+        if self.sam_mask_decoder_config is None:
+            self.sam_mask_decoder_config = {"hidden_size": vision.output_channels}
+
+    def to_sam_config(self) -> SamConfig:
+        """The `SamConfig` that transformers' `SamPromptEncoder` reads (it needs the vision config's positional
+        embedding settings as well as its own)."""
+        return SamConfig(
+            vision_config=self.sam_vision_config.to_dict(),
+            prompt_encoder_config=self.sam_prompt_encoder_config.to_dict(),
+            mask_decoder_config=self.sam_mask_decoder_config.to_dict(),
+        )
 
     def to_json_string(self, use_diff: bool = True) -> str:
         """The JSON of `config.json`: the fields, plus the `auto_map` and `custom_pipelines` of PosSAM's remote code."""
@@ -449,6 +498,22 @@ class PosSamConfig(SavesRemoteCode, PreTrainedConfig):
             )
         if self.image_size % 32:
             raise ValueError(f"The SAM image_size must be a multiple of 32, got {self.image_size}.")
+
+    def validate_sam_prompt_decoder(self):
+        vision, prompt, decoder = self.sam_vision_config, self.sam_prompt_encoder_config, self.sam_mask_decoder_config
+        expected = {
+            "sam_prompt_encoder_config.hidden_size": (prompt.hidden_size, vision.output_channels),
+            "sam_mask_decoder_config.hidden_size": (decoder.hidden_size, vision.output_channels),
+            "sam_prompt_encoder_config.image_size": (prompt.image_size, vision.image_size),
+            "sam_prompt_encoder_config.patch_size": (prompt.patch_size, vision.patch_size),
+            "2 * sam_vision_config.num_pos_feats": (2 * vision.num_pos_feats, vision.output_channels),
+        }
+        for name, (value, wanted) in expected.items():
+            if value != wanted:
+                raise ValueError(
+                    f"{name} ({value}) must equal {wanted}: SAM's prompt encoder and mask decoder work on the image "
+                    "encoder's neck output (sam_vision_config.output_channels channels, image_size, patch_size)."
+                )
 
     def validate_ldp(self):
         clip_dim = self.clip_config.projection_dim

@@ -22,6 +22,8 @@ TINY_KWARGS = {
         "initializer_range": 0.02, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "mlp_dim": 64, "output_channels": 32,
         "image_size": 128, "patch_size": 16, "window_size": 4, "global_attn_indexes": [1], "num_pos_feats": 16,
     },
+    # SAM's promptable decoder at the tiny encoder's width (the prompt encoder follows the encoder by default).
+    "sam_mask_decoder_config": {"hidden_size": 32, "num_attention_heads": 2, "mlp_dim": 64, "iou_head_hidden_dim": 32},
     "clip_config": {
         "vision_config": {"model_type": "convnext", "depths": [1, 1, 1, 1], "hidden_sizes": [16, 32, 48, 64],
                           "layer_norm_eps": 1e-6},

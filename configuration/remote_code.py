@@ -27,6 +27,7 @@ REMOTE_MODULES: dict[str, str] = {
     "pipeline_possam": "OpenVocabPanopticPipeline",
 }
 
+# The pipeline task PosSAM registers with transformers (`import possam`) and names in `custom_pipelines`.
 TASK = "open-vocab-panoptic"
 
 
@@ -54,7 +55,7 @@ _HEADER = (
     "package (pip install possam). See possam.configuration.remote_code.\"\"\"\n\n"
 )
 
-# Set once transformers has loaded PosSAM through a folder's remote code in this process (see `note_remote_code_use`).
+# Set once transformers has loaded PosSAM through a folder's remote code in this process (see `SavesRemoteCode`).
 _remote_code_in_use = False
 
 

@@ -5,7 +5,8 @@ loads the towers from whatever form they are published in, takes their configura
 fills a new `PosSamModel` with them:
 
 - SAM: a transformers checkpoint (Hub id such as `facebook/sam-vit-base`, or a local folder of `SamModel` /
-  `SamVisionModel`), or Meta's original `.pth` (`sam_vit_b_01ec64.pth`).
+  `SamVisionModel`), or Meta's original `.pth` (`sam_vit_b_01ec64.pth`). The image encoder and, when the checkpoint
+  has them (`SamModel`, Meta's `.pth`), SAM's prompt encoder and mask decoder (for `segment_prompts`).
 - CLIP: a transformers `CLIPModel` (Hub id such as `openai/clip-vit-base-patch16`, or a local folder), a folder
   written by `possam convert openclip` (a `PosSamClipConfig` + weights), or an OpenCLIP ConvNeXt checkpoint file
   (FC-CLIP's `convnext_large_d_320`).
@@ -26,7 +27,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 from transformers import AutoConfig, CLIPConfig, CLIPModel, PreTrainedConfig, SamVisionConfig
-from transformers.utils import SAFE_WEIGHTS_NAME, cached_file
+from transformers.utils import SAFE_WEIGHTS_NAME, cached_file, logging
 
 from .checkpoint_io import (
     CheckpointError,
@@ -43,7 +44,10 @@ from .clip_towers import PosSamClip
 from .configuration import PosSamClipConfig, PosSamConfig, possam_preset
 from .configuration.presets import SAM_VISION_SIZES
 from .convert_openclip import convert_openclip_checkpoint
-from .convert_sam import convert_sam_checkpoint, load_transformers_sam
+from .convert_sam import SamPromptDecoderWeights, SamWeights, convert_sam_checkpoint, load_transformers_sam
+
+
+logger = logging.get_logger(__name__)
 
 
 TRANSFORMERS_CLIP_RULES = (
@@ -153,8 +157,9 @@ def load_clip_backbone(source: str | os.PathLike, **kwargs) -> tuple[PosSamClipC
     )
 
 
-def load_sam_backbone(source: str | os.PathLike, **kwargs) -> tuple[SamVisionConfig, dict[str, torch.Tensor]]:
-    """SAM image encoder from any supported source -> (`SamVisionConfig`, `SamVisionModel` state dict).
+def load_sam_backbone(source: str | os.PathLike, **kwargs) -> SamWeights:
+    """SAM from any supported source -> its image encoder (`SamVisionConfig`, `SamVisionModel` state dict) and, if the
+    checkpoint has them, its prompt encoder and mask decoder.
 
     Args:
         source: an original segment-anything `.pth` file, or a Hub id / local folder of a transformers SAM.
@@ -185,6 +190,7 @@ def possam_config_for_backbones(
     sam_vision: SamVisionConfig,
     clip: PosSamClipConfig,
     config: PosSamConfig | str | None = None,
+    sam_prompt_decoder: SamPromptDecoderWeights | None = None,
     /,
     **config_overrides,
 ) -> PosSamConfig:
@@ -192,6 +198,8 @@ def possam_config_for_backbones(
 
     Args:
         sam_vision, clip: the towers' configurations, as read from their checkpoints.
+        sam_prompt_decoder: SAM's prompt encoder and mask decoder from the same checkpoint; without them, their
+            configurations follow the image encoder's (`PosSamConfig` defaults).
         config: where the trainable parts' settings come from: a `PosSamConfig`, a preset name (`"tiny"`, `"base"`,
             `"large"`, `"huge"`; the B/L/H names also check that the SAM checkpoint is the matching ViT), or `None` for
             the `"base"` preset's. Its tower configurations are replaced by the checkpoints'.
@@ -217,6 +225,11 @@ def possam_config_for_backbones(
         raise TypeError(f"config must be a PosSamConfig, a preset name or None, got {type(config).__name__}.")
     values = base.to_dict()
     values["sam_vision_config"] = sam_vision.to_dict()
+    if sam_prompt_decoder is None:
+        values["sam_prompt_encoder_config"] = values["sam_mask_decoder_config"] = None
+    else:
+        values["sam_prompt_encoder_config"] = sam_prompt_decoder.prompt_encoder_config.to_dict()
+        values["sam_mask_decoder_config"] = sam_prompt_decoder.mask_decoder_config.to_dict()
     values["clip_config"] = clip.to_dict()
     # LDP embeddings live in CLIP's embedding space: follow the checkpoint's width unless set explicitly.
     values["ldp_hidden_size"] = None
@@ -236,13 +249,28 @@ def build_from_pretrained_backbones(
 ):
     """Implements `PosSamModel.from_pretrained_backbones`: loads both towers, builds the config, instantiates
     `model_class` (trainable parts freshly initialized) and loads the towers strictly. Returns it in eval mode."""
-    sam_config, sam_state = load_sam_backbone(sam, **(sam_kwargs or {}))
+    sam_weights = load_sam_backbone(sam, **(sam_kwargs or {}))
     clip_config, clip_state = load_clip_backbone(clip, **(clip_kwargs or {}))
-    possam_config = possam_config_for_backbones(sam_config, clip_config, config, **config_overrides)
+    possam_config = possam_config_for_backbones(
+        sam_weights.vision_config, clip_config, config, sam_weights.prompt_decoder, **config_overrides
+    )
     # Recorded so that the model card can name the towers' origin (and `base_model` when it is a Hub id).
     possam_config.sam_pretrained, possam_config.clip_pretrained = os.fspath(sam), os.fspath(clip)
     model = model_class(possam_config)
-    load_checked(model.sam, sam_state, f"SAM checkpoint {os.fspath(sam)}", "PosSamModel.sam")
+    load_checked(model.sam, sam_weights.vision_state_dict, f"SAM checkpoint {os.fspath(sam)}", "PosSamModel.sam")
+    if sam_weights.prompt_decoder is None:
+        logger.warning(
+            f"SAM checkpoint {os.fspath(sam)} has only the image encoder: SAM's prompt encoder and mask decoder stay "
+            "randomly initialized, so segment_prompts gives meaningless masks. Use a full SAM checkpoint (a "
+            "transformers SamModel or Meta's .pth) for promptable segmentation."
+        )
+    else:
+        load_checked(
+            model.sam_prompt_decoder,
+            sam_weights.prompt_decoder.state_dict,
+            f"SAM checkpoint {os.fspath(sam)}",
+            "PosSamModel.sam_prompt_decoder",
+        )
     load_checked(model.clip, clip_state, f"CLIP checkpoint {os.fspath(clip)}", "PosSamModel.clip")
     return model.eval()
 

@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare-ade20k": ("possam.training.ade20k_cli", "convert ADE20K (semantic + instance PNGs) to COCO panoptic format"),
     "export-onnx": ("possam.export_onnx_cli", "export the image path to ONNX and check it with ONNX Runtime"),
     "predict": ("possam.processing.predict_cli", "segment images with any class names: overlay, panoptic PNG, JSON"),
+    "app": ("possam.processing.app", "web demo: upload, type class names, look; click to segment a point (needs .[app])"),
 }
 
 

@@ -18,6 +18,8 @@ from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProject
 from transformers.activations import ACT2FN
 
 from .configuration import PosSamClipConfig
+from .outputs import PosSamTextEmbeddings
+from .text_classifier import classify_regions
 
 
 class PosSamConvNextRegionHead(nn.Module):
@@ -99,6 +101,12 @@ class PosSamClip(nn.Module):
         if size is not None and pixels.shape[-1] != size:
             pixels = nn.functional.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False)
         return pixels
+
+    def forward(self, region_embeddings: torch.Tensor, text: PosSamTextEmbeddings, max_logit_scale: float) -> torch.Tensor:
+        """CLIP's own classification of regions: `(batch, K, D)` region embeddings -> `(batch, K, C)` logits with CLIP's
+        logit scale (clamped to `max_logit_scale`). A module call, so that a model dispatched with offloading
+        (`device_map`) loads `logit_scale` to the execution device first."""
+        return classify_regions(region_embeddings, text, self.logit_scale.exp().clamp(max=max_logit_scale))
 
     def encode_text(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """`(num_prompts, length)` token ids -> `(num_prompts, projection_dim)` text embeddings (not normalized)."""

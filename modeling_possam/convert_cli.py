@@ -1,6 +1,6 @@
 """`possam convert`: turn published SAM and CLIP checkpoints into PosSAM checkpoints.
 
-    possam convert sam sam_vit_b_01ec64.pth --out sam-vit-b            # Meta's .pth -> transformers SamVisionModel
+    possam convert sam sam_vit_b_01ec64.pth --out sam-vit-b            # Meta's .pth -> transformers SamModel
     possam convert openclip open_clip_pytorch_model.bin --out clip-l    # OpenCLIP ConvNeXt -> PosSAM CLIP towers
     possam convert build --sam facebook/sam-vit-base --clip clip-l --out possam-b   # untrained PosSAM + processor
     possam convert params                                               # parameter counts of PosSAM-B/L/H
@@ -15,7 +15,7 @@ import argparse
 import sys
 
 import torch
-from transformers import SamVisionModel
+from transformers import SamConfig, SamModel, SamVisionModel
 
 from .backbones import parameter_counts, save_possam_clip
 from .checkpoint_io import CheckpointError
@@ -25,12 +25,27 @@ from .convert_sam import convert_sam_checkpoint
 from .modeling_possam import PosSamModel
 
 
-def convert_sam_to_folder(checkpoint: str, save_directory: str) -> SamVisionModel:
-    """Meta's SAM `.pth` -> a transformers `SamVisionModel` folder (`config.json` + `model.safetensors`)."""
-    config, state_dict = convert_sam_checkpoint(checkpoint)
+def convert_sam_to_folder(checkpoint: str, save_directory: str) -> SamModel | SamVisionModel:
+    """Meta's SAM `.pth` -> a transformers `SamModel` folder (`config.json` + `model.safetensors`), the layout of
+    `facebook/sam-vit-*`; a `SamVisionModel` folder for a checkpoint that holds only the image encoder."""
+    weights = convert_sam_checkpoint(checkpoint)
+    if weights.prompt_decoder is None:
+        config, state_dict = weights.vision_config, weights.vision_state_dict
+        model_class = SamVisionModel
+    else:
+        config = SamConfig(
+            vision_config=weights.vision_config.to_dict(),
+            prompt_encoder_config=weights.prompt_decoder.prompt_encoder_config.to_dict(),
+            mask_decoder_config=weights.prompt_decoder.mask_decoder_config.to_dict(),
+        )
+        state_dict = {**weights.vision_state_dict, **weights.prompt_decoder.state_dict}
+        # SamModel ties the prompt encoder's positional embedding to this one; both names are in its state dict.
+        positional = state_dict["prompt_encoder.shared_embedding.positional_embedding"]
+        state_dict["shared_image_embedding.positional_embedding"] = positional
+        model_class = SamModel
     # Built on the meta device and filled by assignment: a ViT-H is never initialized only to be overwritten.
     with torch.device("meta"):
-        model = SamVisionModel(config)
+        model = model_class(config)
     model.load_state_dict(state_dict, strict=True, assign=True)
     model.save_pretrained(save_directory)
     return model
@@ -53,7 +68,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="Convert pretrained SAM and CLIP checkpoints for PosSAM.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    sam = commands.add_parser("sam", help="Meta's segment-anything .pth -> transformers SamVisionModel folder.")
+    sam = commands.add_parser("sam", help="Meta's segment-anything .pth -> transformers SamModel folder.")
     sam.add_argument("checkpoint", help="e.g. sam_vit_b_01ec64.pth")
     sam.add_argument("--out", required=True, help="output folder")
 
@@ -88,10 +103,10 @@ def main(argv: list[str], prog: str = "possam convert") -> int:
     try:
         if args.command == "sam":
             model = convert_sam_to_folder(args.checkpoint, args.out)
-            config = model.config
+            config = getattr(model.config, "vision_config", model.config)
             print(
-                f"Wrote {args.out}: SamVisionModel (hidden_size {config.hidden_size}, {config.num_hidden_layers} "
-                f"layers, {model.num_parameters():,} parameters)."
+                f"Wrote {args.out}: {type(model).__name__} (image encoder hidden_size {config.hidden_size}, "
+                f"{config.num_hidden_layers} layers, {model.num_parameters():,} parameters)."
             )
         elif args.command == "openclip":
             config, state_dict = convert_openclip_checkpoint(args.checkpoint, args.text_head_dim, args.text_hidden_act)

@@ -63,20 +63,25 @@ class PosSamTransformerDecoder(Mask2FormerTransformerModule):
             full_resolution_masks: predict every intermediate mask at stride 4 (training, deep supervision); if
                 `False`, only the last prediction is full resolution.
         """
+        # Embedding tables are read by calling them, not through `.weight`: a model dispatched with offloading
+        # (`device_map`) loads a module's weights to the execution device only when the module is called.
+        device = mask_features.device
+        level_embeddings = self.level_embed(torch.arange(self.num_feature_levels, device=device))
+        query_indices = torch.arange(self.queries_features.num_embeddings, device=device)
         keys, key_positions, key_sizes = [], [], []
         for level, features in enumerate(multi_scale_features[: self.num_feature_levels]):
             key_sizes.append(tuple(features.shape[-2:]))
             position = self.position_embedder(features.shape, features.device, features.dtype, None)
             key_positions.append(position.flatten(2).permute(2, 0, 1))
             keys.append(
-                (self.input_projections[level](features).flatten(2) + self.level_embed.weight[level][None, :, None])
+                (self.input_projections[level](features).flatten(2) + level_embeddings[level][None, :, None])
                 .permute(2, 0, 1)
             )
 
         batch_size = mask_features.shape[0]
         # The decoder layers take sequence-first tensors: (num_queries, batch, hidden_dim).
-        query_positions = self.queries_embedder.weight.unsqueeze(1).expand(-1, batch_size, -1)
-        hidden_states = self.queries_features.weight.unsqueeze(1).expand(-1, batch_size, -1)
+        query_positions = self.queries_embedder(query_indices).unsqueeze(1).expand(-1, batch_size, -1)
+        hidden_states = self.queries_features(query_indices).unsqueeze(1).expand(-1, batch_size, -1)
 
         decoder = self.decoder
         num_predictions = len(decoder.layers) + 1

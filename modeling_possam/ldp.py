@@ -91,9 +91,9 @@ class PosSamLocalDiscriminativePooling(nn.Module):
             return clip_stream + self.fusion_mlp(torch.cat([clip_stream, sam_stream], dim=-1))
 
         num_queries = clip_stream.shape[1]
-        tokens = torch.cat(
-            [clip_stream + self.stream_embeddings.weight[0], sam_stream + self.stream_embeddings.weight[1]], dim=1
-        )
+        # Called rather than read through `.weight`, so that an offloaded model (`device_map`) loads the table.
+        stream_embeddings = self.stream_embeddings(torch.arange(2, device=clip_stream.device))
+        tokens = torch.cat([clip_stream + stream_embeddings[0], sam_stream + stream_embeddings[1]], dim=1)
         for layer in self.layers:
             tokens = layer(tokens)
         fused = tokens[:, :num_queries] + tokens[:, num_queries:]

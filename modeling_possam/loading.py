@@ -23,7 +23,8 @@ import pickle
 import zipfile
 from pathlib import Path
 
-from huggingface_hub.errors import StrictDataclassError
+import huggingface_hub
+from huggingface_hub.errors import HfHubHTTPError, StrictDataclassError
 from safetensors import SafetensorError, safe_open
 
 from .checkpoint_io import looks_like_local_path
@@ -56,7 +57,13 @@ def load_pretrained(load, name_or_path, strict: bool = True, **kwargs):
     """
     folder = local_checkpoint_folder(name_or_path)
     if folder is not None:
-        check_checkpoint_folder(folder / kwargs.get("subfolder", ""), check_weights=_uses_default_weight_files(kwargs))
+        check_checkpoint_folder(
+            folder / kwargs.get("subfolder", ""),
+            check_config=kwargs.get("config") is None,  # a config given by the caller replaces config.json
+            check_weights=_uses_default_weight_files(kwargs),
+        )
+    else:
+        check_hub_reachable(os.fspath(name_or_path), kwargs)
     want_info = kwargs.pop("output_loading_info", False)
     allow_mismatched = kwargs.pop("ignore_mismatched_sizes", False) or not strict
     source = os.fspath(name_or_path)
@@ -98,9 +105,52 @@ def local_checkpoint_folder(name_or_path) -> Path | None:
     return None
 
 
-def check_checkpoint_folder(folder: Path, check_weights: bool = True) -> None:
+def check_hub_reachable(repo_id: str, kwargs: dict) -> None:
+    """For a Hub id that is neither cached nor to be read offline: one quick request, so that an unreachable Hub is
+    reported in seconds rather than after transformers' ~30 s of retries. Any answer from the Hub (found, not found,
+    gated) lets transformers load as usual."""
+    if kwargs.get("local_files_only") or huggingface_hub.constants.HF_HUB_OFFLINE:
+        return
+    if isinstance(huggingface_hub.try_to_load_from_cache(repo_id, "config.json", revision=kwargs.get("revision")), str):
+        return  # cached: transformers can load it without the network
+    try:
+        huggingface_hub.model_info(repo_id, revision=kwargs.get("revision"), token=kwargs.get("token"), timeout=10)
+    except HfHubHTTPError:
+        return  # the Hub answered
+    except Exception as error:  # no answer: DNS, connection or timeout failure of the HTTP client
+        raise ModelLoadError(
+            f"{repo_id}: no such local folder, and the Hugging Face Hub cannot be reached to load it as a Hub id "
+            f"({_one_line(error)})."
+        ) from None
+
+
+def check_checkpoint_folder(folder: Path, check_config: bool = True, check_weights: bool = True) -> None:
     """Fails on a folder that cannot hold a PosSAM checkpoint: no or unreadable `config.json`, another architecture,
-    invalid config values, no weights file, or a safetensors file whose header or length is damaged (read without loading any tensor)."""
+    invalid config values, no weights file, or a safetensors file whose header or length is damaged (read without
+    loading any tensor)."""
+    if check_config:
+        _check_config_file(folder)
+    if not check_weights:
+        return
+    present = [name for name in SAFE_WEIGHTS_FILES + PICKLE_WEIGHTS_FILES if (folder / name).is_file()]
+    if not present:
+        raise ModelLoadError(
+            f"{folder}: no weights file in this folder (expected model.safetensors); it holds only "
+            f"{sorted(entry.name for entry in folder.iterdir())}."
+        )
+    path = folder / present[0]  # transformers reads the first weights file present only
+    if path.name.endswith(".index.json"):
+        try:
+            shards = sorted(set(json.loads(path.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
+            raise ModelLoadError(f"{path}: not a readable weights index ({_one_line(error)}).") from None
+        for shard in shards:
+            check_weights_file(folder / shard)
+    else:
+        check_weights_file(path)
+
+
+def _check_config_file(folder: Path) -> None:
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise ModelLoadError(
@@ -119,26 +169,6 @@ def check_checkpoint_folder(folder: Path, check_weights: bool = True) -> None:
         PosSamConfig.from_dict(config)
     except StrictDataclassError as error:  # a value that PosSamConfig's validators refuse
         raise ModelLoadError(f"{config_path}: invalid config: {_one_line(error.__cause__ or error)}") from None
-    if not check_weights:
-        return
-    present = [name for name in SAFE_WEIGHTS_FILES + PICKLE_WEIGHTS_FILES if (folder / name).is_file()]
-    if not present:
-        raise ModelLoadError(
-            f"{folder}: no weights file in this folder (expected model.safetensors); it holds only "
-            f"{sorted(entry.name for entry in folder.iterdir())}."
-        )
-    for name in present:
-        path = folder / name
-        if name.endswith(".index.json"):
-            try:
-                shards = sorted(set(json.loads(path.read_text(encoding="utf-8"))["weight_map"].values()))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
-                raise ModelLoadError(f"{path}: not a readable weights index ({_one_line(error)}).") from None
-            for shard in shards:
-                check_weights_file(folder / shard)
-        else:
-            check_weights_file(path)
-        break  # transformers reads the first weights file present only
 
 
 def check_weights_file(path: Path) -> None:

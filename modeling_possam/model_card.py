@@ -79,10 +79,11 @@ def sam_size(config: PosSamConfig) -> str:
 
 
 def tower_parameter_counts(model) -> dict[str, int]:
-    """Frozen (SAM + CLIP towers) and trainable (everything else) parameter counts, by module rather than by
-    `requires_grad` (which transformers' loader resets)."""
+    """Frozen (SAM: image encoder and prompt decoder; CLIP towers) and trainable (everything else) parameter counts, by
+    module rather than by `requires_grad` (which transformers' loader resets)."""
     total = sum(parameter.numel() for parameter in model.parameters())
-    frozen = sum(parameter.numel() for tower in (model.sam, model.clip) for parameter in tower.parameters())
+    frozen_parts = (model.sam, model.sam_prompt_decoder, model.clip)
+    frozen = sum(parameter.numel() for part in frozen_parts for parameter in part.parameters())
     return {"frozen": frozen, "trainable": total - frozen}
 
 

@@ -16,6 +16,7 @@ import os
 import torch
 from torch import nn
 from transformers import PreTrainedModel, SamVisionModel
+from transformers.models.sam.modeling_sam import SamPositionalEmbedding
 from transformers import initialization as init
 from transformers.models.mask2former.modeling_mask2former import (
     Mask2FormerMaskedAttentionDecoderLayer,
@@ -39,11 +40,19 @@ from .loading import load_pretrained
 from .ldp import PosSamLocalDiscriminativePooling
 from .loss import PosSamLoss
 from .mask_pooling import mask_pool, pooling_weights
-from .outputs import PosSamDecoderOutput, PosSamImageFeatures, PosSamOutput, PosSamTextEmbeddings
+from .outputs import (
+    PosSamDecoderOutput,
+    PosSamImageFeatures,
+    PosSamOutput,
+    PosSamPanopticQueries,
+    PosSamPromptOutput,
+    PosSamTextEmbeddings,
+)
+from .prompt_decoder import PosSamPromptDecoder
+from .prompt_regions import matching_query_index
 from .text_classifier import (
     PosSamTextClassifier,
     average_prompt_embeddings,
-    classify_regions,
     vocabulary_digest,
 )
 
@@ -115,6 +124,8 @@ class PosSamPreTrainedModel(SavesRemoteCode, PreTrainedModel):
             init.constant_(module.logit_scale, self.config.logit_scale_init_value)
         elif isinstance(module, PosSamClip):
             init.constant_(module.logit_scale, self.config.clip_config.logit_scale_init_value)
+        elif isinstance(module, SamPositionalEmbedding):
+            init.normal_(module.positional_embedding, std=module.scale)
         else:
             super()._init_weights(module)
 
@@ -123,7 +134,8 @@ class PosSamModel(PosSamPreTrainedModel):
     """PosSAM for open-vocabulary panoptic, instance and semantic segmentation.
 
     The SAM and CLIP towers are frozen: they get no gradients, hold no optimizer state (their parameters have
-    `requires_grad=False`) and stay in eval mode when the model is put in training mode.
+    `requires_grad=False`) and stay in eval mode when the model is put in training mode. So is SAM's promptable decoder
+    (`sam_prompt_decoder`: prompt encoder + mask decoder), used only by `segment_prompts`.
     """
 
     def __init__(self, config: PosSamConfig):
@@ -138,15 +150,21 @@ class PosSamModel(PosSamPreTrainedModel):
         self.ldp = PosSamLocalDiscriminativePooling(config)
         self.text_classifier = PosSamTextClassifier(config)
         self.criterion = PosSamLoss(config)
+        # Registered last and built on a forked RNG: adding SAM's prompt decoder leaves the random initialization of
+        # every other part, hence seeded models (tests, the demo), exactly as they were.
+        with torch.random.fork_rng(devices=[]):
+            self.sam_prompt_decoder = PosSamPromptDecoder(config)
         self.post_init()
         self.freeze_towers()
         # Cached text embeddings belong to the weights they were computed with.
         self.register_load_state_dict_post_hook(lambda module, incompatible_keys: module.text_classifier.clear_cache())
 
     def freeze_towers(self) -> None:
-        """Freezes the SAM and CLIP towers (`requires_grad=False`): no gradients, no optimizer state, and no
-        parameters that DDP waits for. Called by `__init__` and again after every `from_pretrained`."""
+        """Freezes the SAM and CLIP towers and SAM's prompt decoder (`requires_grad=False`): no gradients, no
+        optimizer state, and no parameters that DDP waits for. Called by `__init__` and again after every
+        `from_pretrained`."""
         self.sam.requires_grad_(False)
+        self.sam_prompt_decoder.requires_grad_(False)
         self.clip.requires_grad_(False)
 
     @classmethod
@@ -156,6 +174,7 @@ class PosSamModel(PosSamPreTrainedModel):
         loaded = super().from_pretrained(*args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded
         model.freeze_towers()
+        _preload_attention_projections(model)
         return loaded
 
     @classmethod
@@ -190,6 +209,7 @@ class PosSamModel(PosSamPreTrainedModel):
     def train(self, mode: bool = True):
         super().train(mode)
         self.sam.eval()
+        self.sam_prompt_decoder.eval()
         self.clip.eval()
         return self
 
@@ -236,7 +256,7 @@ class PosSamModel(PosSamPreTrainedModel):
         self._check_vocabulary(input_ids, attention_mask, prompt_to_synonym, synonym_to_class)
         key_tensors = (input_ids, prompt_to_synonym, synonym_to_class) + (() if attention_mask is None else (attention_mask,))
         key = vocabulary_digest(*key_tensors)
-        device = self.text_classifier.logit_scale.device
+        device = self._text_device()
         cached = self.text_classifier.cached(key)
         if cached is None:
             cached = self.text_classifier.load_from_disk(key, self.clip.text)
@@ -299,6 +319,153 @@ class PosSamModel(PosSamPreTrainedModel):
         self.config.id2label = {index: entry.split(",")[0] for index, entry in enumerate(vocabulary)}
         self.config.label2id = {label: index for index, label in self.config.id2label.items()}
         self.text_classifier.default_synonym_embeddings = text.synonym_embeddings.detach().clone()
+
+    # ------------------------------------------------------------------ promptable segmentation
+
+    @torch.no_grad()
+    def segment_prompts(
+        self,
+        image_features: PosSamImageFeatures,
+        input_points: torch.FloatTensor | None = None,
+        input_labels: torch.LongTensor | None = None,
+        input_boxes: torch.FloatTensor | None = None,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        prompt_to_synonym: torch.LongTensor | None = None,
+        synonym_to_class: torch.LongTensor | None = None,
+        synonym_embeddings: torch.FloatTensor | None = None,
+        multimask_output: bool = True,
+    ) -> PosSamPromptOutput:
+        r"""Masks for point and box prompts from SAM's own (frozen) prompt encoder and mask decoder, each named over an
+        open vocabulary by PosSAM's classifier (see `possam.prompt_regions`). Works on cached image features: neither
+        the towers nor (once `image_features.panoptic_queries` is filled) PosSAM's decoders run again.
+
+        Args:
+            image_features ([`PosSamImageFeatures`]): `get_image_features(pixel_values)`, or the `image_features` of a
+                previous `segment_prompts` / `forward(output_image_features=True)` call on the same images.
+            input_points (`(batch, P, N, 2)`, *optional*): N points (x, y) per prompt, in pixels of the padded model
+                input (`PosSamProcessor(images, input_points=...)` maps image coordinates there).
+            input_labels (`(batch, P, N)`, *optional*): 1 foreground, 0 background, -10 padding; all 1 if omitted.
+            input_boxes (`(batch, P, 4)`, *optional*): one box (x0, y0, x1, y1) per prompt, same frame; given with
+                points, prompt p uses box p and the points of prompt p.
+            input_ids, attention_mask, prompt_to_synonym, synonym_to_class, synonym_embeddings: the vocabulary, as in
+                `forward`; the model's default vocabulary without them.
+            multimask_output (`bool`, defaults to `True`): SAM's three candidate masks per prompt, else one.
+
+        The class ensemble, as for panoptic outputs, is post-processing (`post_process_prompt_segmentation`, with SAM's
+        predicted IoU in place of PosSAM's).
+        """
+        points, labels, boxes = self._check_prompts(image_features, input_points, input_labels, input_boxes)
+        text = self._text_embeddings(input_ids, attention_mask, prompt_to_synonym, synonym_to_class, synonym_embeddings)
+        if image_features.panoptic_queries is None:
+            image_features = self._decode_panoptic_queries(image_features)
+        queries = image_features.panoptic_queries
+
+        embeddings = image_features.sam_image_embeddings.to(self.sam_prompt_decoder.mask_decoder.iou_token.weight.dtype)
+        pred_masks, iou_scores = self.sam_prompt_decoder(embeddings, points, labels, boxes, multimask_output)
+        batch_size, num_prompts, num_masks = iou_scores.shape
+        regions = pred_masks.flatten(1, 2).to(queries.mask_features.dtype)
+        if regions.shape[-2:] != queries.mask_features.shape[-2:]:
+            regions = nn.functional.interpolate(
+                regions, size=queries.mask_features.shape[-2:], mode="bilinear", align_corners=False
+            )
+        class_logits, clip_logits = self._classify_regions(regions, queries, image_features.clip_image_features, text)
+        per_prompt = (batch_size, num_prompts, num_masks, -1)
+        return PosSamPromptOutput(
+            pred_masks=pred_masks,
+            iou_scores=iou_scores,
+            class_queries_logits=class_logits.view(per_prompt),
+            clip_logits=clip_logits.view(per_prompt),
+            image_features=image_features,
+        )
+
+    def _classify_regions(self, region_masks, queries: PosSamPanopticQueries, clip_features, text):
+        """`(batch, R, h, w)` mask logits of arbitrary regions -> LDP logits `(batch, R, C + 1)`, CLIP logits
+        `(batch, R, C)`; the regions join the image's K queries in LDP (see `possam.prompt_regions`)."""
+        pooled = mask_pool(queries.mask_features, pooling_weights(region_masks))
+        clip_masks = nn.functional.interpolate(
+            region_masks, size=clip_features.shape[-2:], mode="bilinear", align_corners=False
+        )
+        clip_regions = self.clip.vision.embed_regions(mask_pool(clip_features, pooling_weights(clip_masks)))
+        borrowed = matching_query_index(region_masks, queries.masks_queries_logits)
+        query_states = queries.query_states.gather(1, borrowed[..., None].expand(-1, -1, queries.query_states.shape[-1]))
+        num_queries = queries.query_states.shape[1]
+        fused = self.ldp(
+            torch.cat([queries.clip_region_embeddings, clip_regions.to(queries.clip_region_embeddings.dtype)], dim=1),
+            torch.cat([queries.pooled_mask_features, pooled], dim=1),
+            torch.cat([queries.query_states, query_states], dim=1),
+        )[:, num_queries:]
+        return self.text_classifier(fused, text), self.clip(clip_regions, text, self.config.logit_scale_max)
+
+    def _decode_panoptic_queries(self, image_features: PosSamImageFeatures) -> PosSamImageFeatures:
+        """Runs the FPN, pixel decoder and decoder (last prediction only) to fill `image_features.panoptic_queries`."""
+        pyramid = self.fpn(image_features.sam_image_embeddings)
+        pixel_decoder_output = self.pixel_decoder(list(pyramid))
+        decoded = self.transformer_decoder(
+            pixel_decoder_output.multi_scale_features, pixel_decoder_output.mask_features, full_resolution_masks=False
+        )
+        last = len(decoded.query_states) - 1
+        clip_features = image_features.clip_image_features
+        clip_masks = ResizedMaskFeatures(decoded.mask_features).mask_logits(
+            decoded.mask_embeddings[last], clip_features.shape[-2:]
+        )
+        clip_region_embeddings = self.clip.vision.embed_regions(mask_pool(clip_features, pooling_weights(clip_masks)))
+        return self._with_panoptic_queries(
+            image_features, decoded.mask_features, decoded.query_states[last], decoded.masks_queries_logits[last],
+            clip_region_embeddings,
+        )
+
+    @staticmethod
+    def _with_panoptic_queries(image_features, mask_features, query_states, masks, clip_region_embeddings):
+        queries = PosSamPanopticQueries(
+            mask_features=mask_features.detach(),
+            query_states=query_states.detach(),
+            masks_queries_logits=masks.detach(),
+            clip_region_embeddings=clip_region_embeddings.detach(),
+            pooled_mask_features=mask_pool(mask_features.detach(), pooling_weights(masks)),
+        )
+        return PosSamImageFeatures(
+            sam_image_embeddings=image_features.sam_image_embeddings,
+            clip_image_features=image_features.clip_image_features,
+            panoptic_queries=queries,
+        )
+
+    def _check_prompts(self, image_features, input_points, input_labels, input_boxes):
+        if image_features is None or image_features.sam_image_embeddings is None:
+            raise ValueError("segment_prompts needs image_features (model.get_image_features(pixel_values)).")
+        batch_size = image_features.sam_image_embeddings.shape[0]
+        if input_points is None and input_boxes is None:
+            raise ValueError("segment_prompts needs input_points and/or input_boxes: nothing to segment.")
+        device = image_features.sam_image_embeddings.device
+        if input_points is not None:
+            input_points = torch.as_tensor(input_points, dtype=torch.float32, device=device)
+            if input_points.ndim != 4 or input_points.shape[-1] != 2 or input_points.shape[0] != batch_size:
+                raise ValueError(
+                    f"input_points must have shape (batch={batch_size}, prompts, points_per_prompt, 2), got "
+                    f"{tuple(input_points.shape)}."
+                )
+            if input_labels is None:
+                input_labels = torch.ones(input_points.shape[:-1], dtype=torch.long, device=device)
+            input_labels = torch.as_tensor(input_labels, dtype=torch.long, device=device)
+            if input_labels.shape != input_points.shape[:-1]:
+                raise ValueError(
+                    f"input_labels must have shape {tuple(input_points.shape[:-1])} (one label per point), got "
+                    f"{tuple(input_labels.shape)}."
+                )
+        elif input_labels is not None:
+            raise ValueError("input_labels were given without input_points.")
+        if input_boxes is not None:
+            input_boxes = torch.as_tensor(input_boxes, dtype=torch.float32, device=device)
+            if input_boxes.ndim != 3 or input_boxes.shape[-1] != 4 or input_boxes.shape[0] != batch_size:
+                raise ValueError(
+                    f"input_boxes must have shape (batch={batch_size}, prompts, 4), got {tuple(input_boxes.shape)}."
+                )
+            if input_points is not None and input_points.shape[1] != input_boxes.shape[1]:
+                raise ValueError(
+                    f"With both points and boxes, prompt p combines box p with the points of prompt p: got "
+                    f"{input_points.shape[1]} point prompts and {input_boxes.shape[1]} boxes."
+                )
+        return input_points, input_labels, input_boxes
 
     # ------------------------------------------------------------------ forward
 
@@ -367,8 +534,8 @@ class PosSamModel(PosSamPreTrainedModel):
             self._predict(decoded, index, low_resolution, image_features.clip_image_features, text) for index in indices
         ]
         final = predictions[-1]
-        clip_scale = self.clip.logit_scale.exp().clamp(max=self.config.logit_scale_max)
-        clip_logits = classify_regions(final.pop("clip_region_embeddings"), text, clip_scale)
+        clip_region_embeddings = final.pop("clip_region_embeddings")
+        clip_logits = self.clip(clip_region_embeddings, text, self.config.logit_scale_max)
 
         loss, loss_dict = None, None
         if labels_given:
@@ -388,7 +555,10 @@ class PosSamModel(PosSamPreTrainedModel):
             clip_logits=clip_logits,
             vocabulary_is_thing=self._default_is_thing(final["class_queries_logits"]) if default_vocabulary else None,
             auxiliary_predictions=auxiliary if output_auxiliary_logits else None,
-            image_features=image_features if output_image_features else None,
+            image_features=self._with_panoptic_queries(
+                image_features, decoded.mask_features, decoded.query_states[-1], final["masks_queries_logits"],
+                clip_region_embeddings,
+            ) if output_image_features else None,
             mask_features=decoded.mask_features if output_hidden_states else None,
         )
 
@@ -435,13 +605,24 @@ class PosSamModel(PosSamPreTrainedModel):
                     f"{tuple(synonym_embeddings.shape)} embeddings."
                 )
             _check_classes_present(synonym_to_class)
-            device = self.text_classifier.logit_scale.device
+            device = self._text_device()
             return PosSamTextEmbeddings(synonym_embeddings=synonym_embeddings.to(device), synonym_to_class=synonym_to_class.to(device))
         if input_ids is not None:
             return self.get_text_embeddings(input_ids, attention_mask, prompt_to_synonym, synonym_to_class)
         if prompt_to_synonym is not None or synonym_to_class is not None:
             raise ValueError("`prompt_to_synonym` / `synonym_to_class` were given without `input_ids`.")
         return self.text_classifier.default_text_embeddings()
+
+    def _text_device(self) -> torch.device:
+        """Where text embeddings go: the text classifier's device, or, when offloading (`device_map` with CPU or disk
+        offload) left its weights on `meta`, the execution device accelerate's hook loads them to."""
+        device = self.text_classifier.logit_scale.device
+        if device.type == "meta":
+            hook = getattr(self.text_classifier, "_hf_hook", None)
+            for candidate in getattr(hook, "hooks", [hook]):
+                if getattr(candidate, "execution_device", None) is not None:
+                    return torch.device(candidate.execution_device)
+        return device
 
     def _check_pixel_values(self, pixel_values: torch.Tensor) -> None:
         size = self.config.image_size
@@ -507,6 +688,22 @@ class PosSamModel(PosSamPreTrainedModel):
             ignored = torch.stack(list(ignore_mask)) if isinstance(ignore_mask, (list, tuple)) else ignore_mask
             valid = ~ignored.bool() if valid is None else valid & ~ignored.bool().to(valid.device)
         return valid
+
+
+def _preload_attention_projections(model: nn.Module) -> None:
+    """Lets offloaded `nn.MultiheadAttention` modules (Mask2Former's decoder layers) load their `out_proj` weights.
+
+    With CPU or disk offload (`device_map`), accelerate loads a module's weights when the module is called, but
+    `nn.MultiheadAttention` reads `out_proj.weight` without calling `out_proj`. This is what accelerate's
+    `preload_module_classes` option does, which transformers' loader does not pass: the attention's own hook also
+    places its submodules' weights.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.MultiheadAttention):
+            hook = getattr(module, "_hf_hook", None)
+            for align_hook in getattr(hook, "hooks", [hook]):
+                if getattr(align_hook, "offload", False):
+                    align_hook.place_submodules = True
 
 
 def _check_classes_present(synonym_to_class: torch.LongTensor) -> None:

@@ -9,19 +9,48 @@ from transformers.utils import ModelOutput
 
 
 @dataclass
+class PosSamPanopticQueries(ModelOutput):
+    """The decoder's final queries of an image: vocabulary-independent, so prompts reuse them (see `segment_prompts`).
+
+    Args:
+        mask_features (`torch.FloatTensor` of shape `(batch_size, mask_feature_size, height / 4, width / 4)`):
+            The pixel decoder's per-pixel embeddings.
+        query_states (`torch.FloatTensor` of shape `(batch_size, K, hidden_dim)`):
+            The last decoder layer's normalized query states.
+        masks_queries_logits (`torch.FloatTensor` of shape `(batch_size, K, height / 4, width / 4)`):
+            The queries' mask logits at stride 4.
+        clip_region_embeddings (`torch.FloatTensor` of shape `(batch_size, K, embed_dim)`):
+            LDP's CLIP stream of each query (CLIP features mask-pooled, through CLIP's region head).
+        pooled_mask_features (`torch.FloatTensor` of shape `(batch_size, K, mask_feature_size)`):
+            `mask_features` mean-pooled over each query's binarized mask (LDP's SAM stream input).
+    """
+
+    mask_features: torch.FloatTensor | None = None
+    query_states: torch.FloatTensor | None = None
+    masks_queries_logits: torch.FloatTensor | None = None
+    clip_region_embeddings: torch.FloatTensor | None = None
+    pooled_mask_features: torch.FloatTensor | None = None
+
+
+@dataclass
 class PosSamImageFeatures(ModelOutput):
     """Features of the frozen image towers; `PosSamModel.forward` accepts them instead of `pixel_values`.
 
     Args:
         sam_image_embeddings (`torch.FloatTensor` of shape `(batch_size, sam_channels, height / 16, width / 16)`):
-            The SAM image encoder's neck output (256 channels for the public checkpoints).
+            The SAM image encoder's neck output (256 channels for the public checkpoints): what the FPN and SAM's own
+            mask decoder (`segment_prompts`) consume.
         clip_image_features (`torch.FloatTensor` of shape `(batch_size, clip_channels, h_clip, w_clip)`):
             The dense CLIP feature map that LDP mask-pools (ConvNeXt: last stage, stride 32, 1536 channels for
             ConvNeXt-L; ViT: projected patch tokens).
+        panoptic_queries ([`PosSamPanopticQueries`], *optional*):
+            The decoder's final queries, when the features come back from `forward(output_image_features=True)` or
+            `segment_prompts`; prompts on the same image then run neither the towers nor the decoders again.
     """
 
     sam_image_embeddings: torch.FloatTensor | None = None
     clip_image_features: torch.FloatTensor | None = None
+    panoptic_queries: PosSamPanopticQueries | None = None
 
 
 @dataclass
@@ -132,3 +161,32 @@ class PosSamOutput(ModelOutput):
     auxiliary_predictions: tuple[dict[str, torch.FloatTensor], ...] | None = None
     image_features: PosSamImageFeatures | None = None
     mask_features: torch.FloatTensor | None = None
+
+
+@dataclass
+class PosSamPromptOutput(ModelOutput):
+    """Output of [`PosSamModel.segment_prompts`]: SAM's masks for point / box prompts, named by PosSAM.
+
+    P is the number of prompts per image, M the masks per prompt (3 with `multimask_output=True`, else 1), C the
+    classes of the vocabulary of this call.
+
+    Args:
+        pred_masks (`torch.FloatTensor` of shape `(batch_size, P, M, height / 4, width / 4)`):
+            SAM's mask logits at stride 4 of the padded model input (post-processing maps them to the image).
+        iou_scores (`torch.FloatTensor` of shape `(batch_size, P, M)`):
+            SAM's predicted IoU of each mask.
+        class_queries_logits (`torch.FloatTensor` of shape `(batch_size, P, M, C + 1)`):
+            In-vocabulary (LDP) logits of each mask, void last.
+        clip_logits (`torch.FloatTensor` of shape `(batch_size, P, M, C)`):
+            Out-of-vocabulary logits: CLIP's mask-pooled region embedding against the class texts. Post-processing
+            (`post_process_prompt_segmentation`) ensembles the two as for panoptic outputs, SAM's IoU in place of
+            PosSAM's.
+        image_features ([`PosSamImageFeatures`]):
+            The image's features with its decoder queries filled in: pass them to the next `segment_prompts` call.
+    """
+
+    pred_masks: torch.FloatTensor | None = None
+    iou_scores: torch.FloatTensor | None = None
+    class_queries_logits: torch.FloatTensor | None = None
+    clip_logits: torch.FloatTensor | None = None
+    image_features: PosSamImageFeatures | None = None

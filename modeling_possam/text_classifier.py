@@ -178,6 +178,8 @@ class PosSamTextClassifier(nn.Module):
         """`(batch, K, D)` LDP embeddings -> `(batch, K, C + 1)` logits, void last."""
         scale = self.logit_scale.exp().clamp(max=self.logit_scale_max)
         class_logits = classify_regions(region_embeddings, text, scale)
-        void = nn.functional.normalize(self.void_embedding.weight, dim=-1).to(region_embeddings.dtype)
+        # Called rather than read through `.weight`, so that an offloaded model (`device_map`) loads the embedding.
+        void_weight = self.void_embedding(torch.zeros(1, dtype=torch.long, device=region_embeddings.device))
+        void = nn.functional.normalize(void_weight, dim=-1).to(region_embeddings.dtype)
         void_logits = scale.to(region_embeddings.dtype) * nn.functional.normalize(region_embeddings, dim=-1) @ void.T
         return torch.cat([class_logits, void_logits], dim=-1)

@@ -390,6 +390,30 @@ class PosSamImageProcessor(SavesRemoteCode, PilBackend):
                 result["segmentation"] = encode_masks(result["segmentation"])
         return results
 
+    def post_process_prompt_segmentation(
+        self,
+        outputs,
+        labels,
+        mask_threshold: float = 0.0,
+        target_sizes=None,
+        reshaped_input_sizes=None,
+        ensemble_mode: str | None = None,
+        seen_classes=None,
+        config=None,
+    ) -> list[list[dict]]:
+        """See [`possam.processing.postprocessing.post_process_prompt_segmentation`]; S is this processor's size."""
+        return postprocessing.post_process_prompt_segmentation(
+            outputs,
+            labels,
+            mask_threshold=mask_threshold,
+            target_sizes=target_sizes,
+            padded_size=self.padded_size,
+            reshaped_input_sizes=reshaped_input_sizes,
+            ensemble_mode=ensemble_mode,
+            seen_classes=seen_classes,
+            config=config,
+        )
+
     def post_process_semantic_segmentation(
         self,
         outputs,

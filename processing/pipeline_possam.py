@@ -15,17 +15,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import PIL.Image
 import torch
 from transformers.pipelines import PIPELINE_REGISTRY, Pipeline
 
+from ..configuration.remote_code import TASK
 from ..configuration.vocabulary import Vocabulary, load_vocabulary
 from .mase import check_ensemble_mode, geometric_seen_classes
 from .processing_possam import PosSamProcessor, resolve_vocabulary
+from .prompt_inputs import prepare_prompts
 
-TASK = "open-vocab-panoptic"
 SUBTASKS = ("panoptic", "instance", "semantic")
 # Keys of one input dict, as in transformers' zero-shot-object-detection pipeline: {"image": ..., "candidate_labels": ...}.
 INPUT_KEYS = ("image", "candidate_labels", "stuff_labels")
@@ -52,6 +54,28 @@ class _NoDefaultModel(Mapping):
 
     def __len__(self) -> int:
         return 1
+
+
+@dataclass
+class _PromptedImage:
+    """One pipeline input with its click/box prompts, in the image's pixels."""
+
+    image: object
+    points: list | None
+    boxes: list | None
+
+
+def _prompts_per_image(name: str, prompts, images: list) -> list:
+    """`points=` / `boxes=` for a list of images: one list of prompts (or None) per image."""
+    if prompts is None:
+        return [None] * len(images)
+    if not isinstance(prompts, (list, tuple)) or len(prompts) != len(images) or not all(
+        entry is None or isinstance(entry, (list, tuple)) for entry in prompts
+    ):
+        raise ValueError(
+            f"{name}= with {len(images)} images must hold one list of prompts per image (or None), got {prompts!r}."
+        )
+    return list(prompts)
 
 
 def _is_per_image(labels) -> bool:
@@ -136,6 +160,13 @@ class OpenVocabPanopticPipeline(Pipeline):
                 is the k-th class present, in label-id order.
             batch_size (`int`, *optional*): images per model call for list inputs.
             timeout (`float`, *optional*): seconds to wait when fetching an image URL.
+            points (`list[tuple[float, float]]`, *optional*): promptable segmentation: clicks (x, y) in the image's
+                pixels, one mask per click; for a list of images, one such list (or None) per image.
+            boxes (`list[tuple[float, float, float, float]]`, *optional*): boxes (x0, y0, x1, y1), one mask each.
+                With `points` and/or `boxes` the result is, per prompt (points first, then boxes), `{"mask", "label",
+                "score", "iou_score"}`: SAM's mask for the prompt (the best of its three candidates by SAM's predicted
+                IoU, `iou_score`), named over the vocabulary (`score`: the label's probability). The image's encoders
+                run once for all its prompts.
         """
         if "images" in kwargs:
             if inputs is not None:
@@ -147,6 +178,17 @@ class OpenVocabPanopticPipeline(Pipeline):
             return []
         if _is_per_image(kwargs.get("candidate_labels")):
             inputs = self._per_image_inputs(inputs, kwargs.pop("candidate_labels"), kwargs.pop("stuff_labels", None))
+        points, boxes = kwargs.pop("points", None), kwargs.pop("boxes", None)
+        if points is not None or boxes is not None:
+            if isinstance(inputs, (list, tuple)):
+                inputs = [
+                    _PromptedImage(image, image_points, image_boxes)
+                    for image, image_points, image_boxes in zip(
+                        inputs, _prompts_per_image("points", points, inputs), _prompts_per_image("boxes", boxes, inputs)
+                    )
+                ]
+            else:
+                inputs = _PromptedImage(inputs, points, boxes)
         return super().__call__(inputs, **kwargs)
 
     @staticmethod
@@ -264,6 +306,9 @@ class OpenVocabPanopticPipeline(Pipeline):
     # ------------------------------------------------------------------ the three stages
 
     def preprocess(self, image, vocabulary: Vocabulary | None = None, timeout: float | None = None) -> dict:
+        prompted = image if isinstance(image, _PromptedImage) else None
+        if prompted is not None:
+            image = prompted.image
         if isinstance(image, Mapping):
             image, vocabulary = self._input_dict(image, vocabulary)
         inputs = self.processor.image_processor(images=image, return_tensors="pt", timeout=timeout)
@@ -272,12 +317,23 @@ class OpenVocabPanopticPipeline(Pipeline):
                 f"One pipeline input held {inputs['pixel_values'].shape[0]} images (a 4-D array or tensor, or a "
                 "tuple); pass a list of images instead so that each gets its own result."
             )
-        return {
+        model_inputs = {
             "pixel_values": inputs["pixel_values"].to(self.dtype),
             "original_sizes": inputs["original_sizes"],
             "reshaped_input_sizes": inputs["reshaped_input_sizes"],
             "vocabulary": vocabulary,
         }
+        if prompted is not None:
+            # Each click is its own prompt; the processor maps image pixels to the model input.
+            model_inputs.update(
+                prepare_prompts(
+                    inputs["original_sizes"],
+                    inputs["reshaped_input_sizes"],
+                    input_points=None if not prompted.points else [[[point] for point in prompted.points]],
+                    input_boxes=None if not prompted.boxes else [list(prompted.boxes)],
+                )
+            )
+        return model_inputs
 
     def _input_dict(self, item: Mapping, vocabulary: Vocabulary | None):
         """`{"image", "candidate_labels", "stuff_labels"}` -> the image and its vocabulary (labels override the call's)."""
@@ -323,6 +379,8 @@ class OpenVocabPanopticPipeline(Pipeline):
         elif not self.model.text_classifier.has_default_vocabulary:
             # No stored text embeddings: embed the default vocabulary's names like any other vocabulary (cached).
             text_inputs = self.processor.encode_vocabulary(self.default_vocabulary())
+        if "input_points" in model_inputs or "input_boxes" in model_inputs:
+            return self._forward_prompts(model_inputs, text_inputs)
         outputs = self.model(pixel_values=model_inputs["pixel_values"], **text_inputs)
         # Only per-image tensors: the pipeline's batch iterator splits every value along its first dimension.
         return {
@@ -330,6 +388,28 @@ class OpenVocabPanopticPipeline(Pipeline):
             "clip_logits": outputs.clip_logits,
             "iou_scores": outputs.iou_scores,
             "masks_queries_logits": outputs.masks_queries_logits,
+            "original_sizes": model_inputs["original_sizes"],
+            "reshaped_input_sizes": model_inputs["reshaped_input_sizes"],
+        }
+
+    def _forward_prompts(self, model_inputs, text_inputs):
+        """Points, then boxes, each as one `segment_prompts` call on features computed once for the image."""
+        features = self.model.get_image_features(model_inputs["pixel_values"])
+        outputs = []
+        for prompts in (
+            {"input_points": model_inputs.get("input_points"), "input_labels": model_inputs.get("input_labels")},
+            {"input_boxes": model_inputs.get("input_boxes")},
+        ):
+            if all(value is None for value in prompts.values()):
+                continue
+            output = self.model.segment_prompts(features, **prompts, **text_inputs)
+            features = output.image_features
+            outputs.append(output)
+        return {
+            **{
+                key: torch.cat([output[key] for output in outputs], dim=1)
+                for key in ("pred_masks", "iou_scores", "class_queries_logits", "clip_logits")
+            },
             "original_sizes": model_inputs["original_sizes"],
             "reshaped_input_sizes": model_inputs["reshaped_input_sizes"],
         }
@@ -346,6 +426,20 @@ class OpenVocabPanopticPipeline(Pipeline):
     ):
         vocabulary = model_outputs.pop("vocabulary")
         vocabulary = vocabulary if vocabulary is not None else self.default_vocabulary()
+        if "pred_masks" in model_outputs:
+            prompts = self.processor.post_process_prompt_segmentation(
+                model_outputs,
+                vocabulary,
+                target_sizes=model_outputs["original_sizes"],
+                reshaped_input_sizes=model_outputs["reshaped_input_sizes"],
+                ensemble_mode=ensemble_mode,
+                config=self.model.config,
+            )[0]
+            return [
+                {"score": prompt["score"], "label": prompt["label"], "iou_score": prompt["iou_score"],
+                 "mask": _mask_image(prompt["mask"])}
+                for prompt in prompts
+            ]
         options = {
             "target_sizes": model_outputs["original_sizes"],
             "reshaped_input_sizes": model_outputs["reshaped_input_sizes"],

@@ -178,8 +178,8 @@ class _ResizePlan:
             yield start, stop, band @ self.column_matrix
 
 
-def _plans(predictions, padded_size, target_sizes, reshaped_input_sizes) -> list[_ResizePlan]:
-    batch_size, _, mask_height, mask_width = predictions.mask_logits.shape
+def _plans(mask_logits, padded_size, target_sizes, reshaped_input_sizes) -> list[_ResizePlan]:
+    batch_size, _, mask_height, mask_width = mask_logits.shape
     if padded_size is None:
         # Masks are predicted at stride 4 of the padded square input.
         padded_size = 4 * mask_height
@@ -195,9 +195,7 @@ def _plans(predictions, padded_size, target_sizes, reshaped_input_sizes) -> list
         else:
             valid = (padded_size, padded_size)
         target = targets[i] if targets is not None else valid
-        plans.append(
-            _ResizePlan((mask_height, mask_width), padded_size, valid, target, predictions.mask_logits.device)
-        )
+        plans.append(_ResizePlan((mask_height, mask_width), padded_size, valid, target, mask_logits.device))
     return plans
 
 
@@ -254,7 +252,7 @@ def post_process_panoptic_segmentation(
     _check_thresholds(mask_threshold=mask_threshold, overlap_mask_area_threshold=overlap_mask_area_threshold)
     predictions = read_predictions(outputs, config, ensemble_mode, seen_classes)
     stuff = _stuff_labels(predictions, label_ids_to_fuse)
-    plans = _plans(predictions, padded_size, target_sizes, reshaped_input_sizes)
+    plans = _plans(predictions.mask_logits, padded_size, target_sizes, reshaped_input_sizes)
     return [
         _panoptic_one_image(
             predictions.class_probabilities[i],
@@ -361,7 +359,7 @@ def post_process_instance_segmentation(
         raise ValueError(f"top_k must be >= 1, got {top_k}.")
     predictions = read_predictions(outputs, config, ensemble_mode, seen_classes)
     excluded = _stuff_labels(predictions, stuff_label_ids)
-    plans = _plans(predictions, padded_size, target_sizes, reshaped_input_sizes)
+    plans = _plans(predictions.mask_logits, padded_size, target_sizes, reshaped_input_sizes)
     return [
         _instance_one_image(
             predictions.class_probabilities[i],
@@ -440,7 +438,7 @@ def post_process_semantic_segmentation(
         One (H, W) int64 tensor of label ids (0..C-1) per image.
     """
     predictions = read_predictions(outputs, config, ensemble_mode, seen_classes)
-    plans = _plans(predictions, padded_size, target_sizes, reshaped_input_sizes)
+    plans = _plans(predictions.mask_logits, padded_size, target_sizes, reshaped_input_sizes)
     results = []
     for i, plan in enumerate(plans):
         class_probs = predictions.class_probabilities[i, :, : predictions.num_classes]
@@ -448,4 +446,84 @@ def post_process_semantic_segmentation(
         for start, stop, band in plan.bands(predictions.mask_logits[i], channels=predictions.num_classes):
             semantic[start:stop] = torch.einsum("kc,khw->chw", class_probs, band.sigmoid()).argmax(0)
         results.append(semantic)
+    return results
+
+
+def post_process_prompt_segmentation(
+    outputs,
+    labels: Sequence[str],
+    mask_threshold: float = 0.0,
+    target_sizes=None,
+    padded_size: int | None = None,
+    reshaped_input_sizes=None,
+    ensemble_mode: str | None = None,
+    seen_classes: torch.BoolTensor | None = None,
+    config: PosSamConfig | None = None,
+) -> list[list[dict]]:
+    """One named mask per prompt from a [`PosSamPromptOutput`] (`PosSamModel.segment_prompts`).
+
+    Each candidate mask's class probabilities come from the class ensemble of panoptic post-processing (`mase.py`),
+    with SAM's predicted IoU as the mask's IoU. Of a prompt's candidate masks (three with `multimask_output=True`) the
+    one SAM rates best (highest predicted IoU) is kept, as SAM's demos do; its logits go back to the image like
+    panoptic masks do (bilinear to S x S, crop the padding, bilinear to the target size) and are thresholded at
+    `mask_threshold` (logits, 0 as in SAM).
+
+    Args:
+        outputs: `pred_masks` (B, P, M, h, w), `iou_scores` (B, P, M), `class_queries_logits` (B, P, M, C + 1) and
+            `clip_logits` (B, P, M, C).
+        labels: the C class labels of the vocabulary the prompts were classified with.
+        target_sizes, padded_size, reshaped_input_sizes, ensemble_mode, seen_classes, config: as for panoptic
+            post-processing.
+
+    Returns:
+        Per image, per prompt: `{"mask": (H, W) bool, "label_id", "label", "score", "iou_score", "mask_index"}`;
+        `score` is the label's ensembled class probability, `iou_score` SAM's predicted IoU of the mask.
+    """
+    fields = {name: _field(outputs, name) for name in ("pred_masks", "iou_scores", "class_queries_logits", "clip_logits")}
+    missing = [name for name, value in fields.items() if value is None]
+    if missing:
+        raise ValueError(f"Prompt post-processing needs {missing} (the output of PosSamModel.segment_prompts).")
+    masks, iou_scores, class_logits, clip_logits = fields.values()
+    if masks.ndim != 5 or tuple(iou_scores.shape) != tuple(masks.shape[:3]) or clip_logits.shape[:3] != masks.shape[:3]:
+        raise ValueError(
+            "Expected pred_masks (B, P, M, h, w), iou_scores (B, P, M) and clip_logits (B, P, M, C), got "
+            f"{tuple(masks.shape)}, {tuple(iou_scores.shape)} and {tuple(clip_logits.shape)}."
+        )
+    if clip_logits.shape[-1] != len(labels):
+        raise ValueError(
+            f"The output has {clip_logits.shape[-1]} classes but {len(labels)} labels were given; post-process with "
+            "the vocabulary the prompts were classified with."
+        )
+    batch_size, num_prompts, num_masks = iou_scores.shape
+    probabilities, _ = ensemble_scores(
+        class_logits.detach().flatten(1, 2),
+        clip_logits.detach().flatten(1, 2),
+        iou_scores.detach().float().clamp(0, 1).flatten(1),
+        config,
+        ensemble_mode,
+        seen_classes,
+    )
+    probabilities = probabilities.view(batch_size, num_prompts, num_masks, -1)
+    best = iou_scores.float().argmax(dim=-1)  # (B, P)
+    chosen = masks.detach().float().gather(2, best[:, :, None, None, None].expand(-1, -1, 1, *masks.shape[-2:]))[:, :, 0]
+    chosen_probabilities = probabilities.gather(2, best[:, :, None, None].expand(-1, -1, 1, probabilities.shape[-1]))
+    scores, label_ids = chosen_probabilities[:, :, 0, :-1].max(dim=-1)
+    results = []
+    for index, plan in enumerate(_plans(chosen, padded_size, target_sizes, reshaped_input_sizes)):
+        full = torch.empty((num_prompts, *plan.target_size), dtype=torch.bool, device=chosen.device)
+        for start, stop, band in plan.bands(chosen[index]):
+            full[:, start:stop] = band > mask_threshold
+        results.append(
+            [
+                {
+                    "mask": full[prompt],
+                    "label_id": int(label_ids[index, prompt]),
+                    "label": labels[int(label_ids[index, prompt])],
+                    "score": float(scores[index, prompt]),
+                    "iou_score": float(iou_scores[index, prompt, best[index, prompt]]),
+                    "mask_index": int(best[index, prompt]),
+                }
+                for prompt in range(num_prompts)
+            ]
+        )
     return results

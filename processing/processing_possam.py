@@ -23,6 +23,7 @@ from .clip_tokenizer import CLIP_CONTEXT_LENGTH, clean_prompt, load_clip_tokeniz
 from .image_processing_possam import PosSamImageProcessor
 from .mase import geometric_seen_classes
 from .postprocessing import num_classes_of
+from .prompt_inputs import prepare_prompts
 
 
 # Tokenized vocabularies kept per processor; a vocabulary is usually reused for many images.
@@ -118,6 +119,9 @@ class PosSamProcessor(SavesRemoteCode, ProcessorMixin):
         stuff_labels: Sequence[str] | None = None,
         annotations=None,
         return_tensors: str | None = "pt",
+        input_points=None,
+        input_labels=None,
+        input_boxes=None,
         **images_kwargs,
     ) -> BatchFeature:
         """Prepares images (and training annotations) and/or a vocabulary for [`PosSamModel`].
@@ -127,6 +131,8 @@ class PosSamProcessor(SavesRemoteCode, ProcessorMixin):
             text: the vocabulary, any form [`resolve_vocabulary`] accepts.
             stuff_labels: stuff classes when `text` is a list of entries.
             annotations: training annotations, one per image (see [`PosSamImageProcessor.preprocess`]).
+            input_points, input_labels, input_boxes: prompts for [`PosSamModel.segment_prompts`] in pixels of the
+                original images, mapped to the model input (layouts in `possam.processing.prompt_inputs`).
             images_kwargs: further options of [`PosSamImageProcessor.preprocess`] (`category_to_label`, `size`, ...).
 
         Returns:
@@ -141,6 +147,13 @@ class PosSamProcessor(SavesRemoteCode, ProcessorMixin):
             data.update(self.image_processor(images, annotations, return_tensors=return_tensors, **images_kwargs))
         elif annotations is not None:
             raise ValueError("annotations were given without their images.")
+        if input_points is not None or input_labels is not None or input_boxes is not None:
+            if images is None:
+                raise ValueError("Prompts (input_points / input_boxes) are in image pixels: give their images too.")
+            prompts = prepare_prompts(
+                data["original_sizes"], data["reshaped_input_sizes"], input_points, input_labels, input_boxes
+            )
+            data.update({k: v.numpy() for k, v in prompts.items()} if return_tensors == "np" else prompts)
         if text is not None:
             encoded = self.encode_vocabulary(resolve_vocabulary(text, stuff_labels))
             data.update({k: v.numpy() for k, v in encoded.items()} if return_tensors == "np" else encoded)
@@ -289,6 +302,25 @@ class PosSamProcessor(SavesRemoteCode, ProcessorMixin):
             **kwargs,
         )
         return self._name_segments(results, vocabulary)
+
+    def post_process_prompt_segmentation(
+        self, outputs, vocabulary, stuff_labels=None, ensemble_mode=None, config=None, training_vocabulary=None, **kwargs
+    ):
+        """One named mask per prompt of [`PosSamModel.segment_prompts`] (see
+        [`PosSamImageProcessor.post_process_prompt_segmentation`]), labelled from `vocabulary`. The ensemble arguments
+        are those of `post_process_panoptic_segmentation`.
+
+        Args:
+            vocabulary: the vocabulary the prompts were classified with, any form [`resolve_vocabulary`] accepts.
+            kwargs: `mask_threshold`, `target_sizes` (the original sizes), `reshaped_input_sizes`.
+        """
+        vocabulary = resolve_vocabulary(vocabulary, stuff_labels)
+        return self.image_processor.post_process_prompt_segmentation(
+            outputs,
+            vocabulary.labels,
+            **self._ensemble_options(vocabulary, ensemble_mode, config, training_vocabulary),
+            **kwargs,
+        )
 
     def post_process_semantic_segmentation(
         self, outputs, vocabulary, stuff_labels=None, ensemble_mode=None, config=None, training_vocabulary=None, **kwargs

@@ -5,7 +5,8 @@ Both reference packages are installed with `--no-deps` (tests/requirements-refer
 torchvision, which does not work with the CPU torch wheel. Neither needs it for what the tests use:
 
 - segment-anything's package `__init__` imports its predictor (torchvision transforms); the tests import
-  `segment_anything.modeling` under a bare package module that skips that `__init__`.
+  `segment_anything.modeling` under a bare package module that skips that `__init__`, and the predictor itself behind
+  the torchvision placeholder below (its torchvision resize is never called).
 - OpenCLIP and timm import torchvision at import time only for image transforms and a frozen BatchNorm the tests never
   use; a placeholder `torchvision` is importable just while they are imported, then removed again so nothing else
   (transformers in particular) ever sees it.
@@ -90,6 +91,16 @@ def _torchvision_placeholder():
             del sys.modules[name]
 
 
+def import_sam_predictor() -> type:
+    """Meta's `SamPredictor`. Its module imports torchvision's resize for `set_image`; the tests call only
+    `set_torch_image` (an already resized image) and `predict`, which need torch and numpy alone."""
+    if "segment_anything.predictor" not in sys.modules:
+        import_segment_anything("modeling")
+        with _torchvision_placeholder():
+            importlib.import_module("segment_anything.predictor")
+    return sys.modules["segment_anything.predictor"].SamPredictor
+
+
 def import_open_clip() -> types.ModuleType:
     """`open_clip` (and timm), imported behind a temporary torchvision placeholder."""
     if "open_clip" not in sys.modules:
@@ -153,16 +164,36 @@ def tiny_sam_image_encoder(seed: int = 0) -> torch.nn.Module:
     return randomize_(encoder, seed)
 
 
-def sam_checkpoint_state_dict(encoder: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The encoder in the layout of Meta's `sam_vit_*.pth`, with (tiny) prompt encoder and mask decoder keys and the
-    normalization buffers that a full SAM checkpoint also holds."""
-    state_dict = {f"image_encoder.{key}": value for key, value in encoder.state_dict().items()}
+def tiny_meta_sam(encoder: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Meta's whole `Sam` around a tiny image encoder: a prompt encoder and mask decoder at the encoder's 32 channels
+    (8 heads as in every public SAM, since no tensor records the head count), random weights of real scale."""
+    modeling = import_segment_anything("modeling")
+    channels, size = SAM_ENCODER_KWARGS["out_chans"], SAM_ENCODER_KWARGS["img_size"]
+    grid = size // SAM_ENCODER_KWARGS["patch_size"]
+    prompt_encoder = modeling.PromptEncoder(
+        embed_dim=channels, image_embedding_size=(grid, grid), input_image_size=(size, size), mask_in_chans=16
+    )
+    mask_decoder = modeling.MaskDecoder(
+        transformer_dim=channels,
+        transformer=modeling.TwoWayTransformer(depth=2, embedding_dim=channels, num_heads=8, mlp_dim=64),
+        num_multimask_outputs=3,
+        iou_head_depth=3,
+        iou_head_hidden_dim=32,
+    )
+    randomize_(prompt_encoder, seed + 1)
+    randomize_(mask_decoder, seed + 2)
+    # Meta keeps the random Fourier matrix as a buffer (drawn from the global RNG at construction): seed it too.
+    gaussian = prompt_encoder.pe_layer.positional_encoding_gaussian_matrix
+    gaussian.copy_(torch.randn(gaussian.shape, generator=torch.Generator().manual_seed(seed + 3)))
+    return modeling.Sam(image_encoder=encoder, prompt_encoder=prompt_encoder, mask_decoder=mask_decoder).eval()
+
+
+def sam_checkpoint_state_dict(encoder: torch.nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The layout of Meta's `sam_vit_*.pth` for a tiny SAM (`tiny_meta_sam` around `encoder`), with the normalization
+    buffers that a full SAM checkpoint also holds."""
+    state_dict = dict(tiny_meta_sam(encoder, seed).state_dict())
     state_dict.update(
         {
-            "prompt_encoder.point_embeddings.0.weight": torch.randn(1, 32),
-            "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix": torch.randn(2, 16),
-            "mask_decoder.iou_token.weight": torch.randn(1, 32),
-            "mask_decoder.transformer.layers.0.self_attn.q_proj.weight": torch.randn(32, 32),
             "pixel_mean": torch.tensor([123.675, 116.28, 103.53]).view(-1, 1, 1),
             "pixel_std": torch.tensor([58.395, 57.12, 57.375]).view(-1, 1, 1),
         }

@@ -68,7 +68,12 @@ def main(json_path, image_dir, vocabulary_path, output_dir, per_device_batch_siz
     )
     trainer.train()
     rank = args.process_index
-    weights = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+    trainable = [name for name, p in model.named_parameters() if p.requires_grad]
+    # The full weights (FSDP holds a shard per process and gathers them on process 0 only); what the optimizer holds
+    # on this process.
+    state = trainer.accelerator.get_state_dict(trainer.model_wrapped)
+    weights = {name: state[name].detach().clone() for name in trainable if name in state}
+    optimized = [p for group in trainer.optimizer.param_groups for p in group["params"]]
     torch.save(weights, os.path.join(output_dir, f"weights_rank{rank}.pt"))
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     local_masks = recorded.dataset[recorded.seen[0]]["class_labels"]
@@ -76,7 +81,9 @@ def main(json_path, image_dir, vocabulary_path, output_dir, per_device_batch_siz
     with open(os.path.join(output_dir, f"rank{rank}.json"), "w") as handle:
         json.dump(
             {"rank": rank, "world_size": args.world_size, "seen": recorded.seen, "losses": losses,
-             "local_masks": len(local_masks), "num_masks": num_masks},
+             "local_masks": len(local_masks), "num_masks": num_masks,
+             "optimizer_numel": sum(p.numel() for p in optimized), "optimizer_all_trainable": all(p.requires_grad for p in optimized),
+             "trainable_numel": sum(p.numel() for p in model.parameters() if p.requires_grad)},
             handle,
         )
 

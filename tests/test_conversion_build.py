@@ -59,7 +59,8 @@ def test_towers_hold_the_pretrained_weights_and_are_frozen(model, references):
         image_embeddings = clip_vision.embed_regions(clip_vision.dense_features(images).mean(dim=(-2, -1)))
         assert (image_embeddings - openclip_model.encode_image(images)).abs().max() <= 1e-4
     frozen = {name for name, parameter in model.named_parameters() if not parameter.requires_grad}
-    assert frozen == {name for name, _ in model.named_parameters() if name.startswith(("sam.", "clip."))}
+    frozen_parts = ("sam.", "sam_prompt_decoder.", "clip.")
+    assert frozen == {name for name, _ in model.named_parameters() if name.startswith(frozen_parts)}
     counts = parameter_counts(model)
     assert counts["sam"] == {"trainable": 0, "frozen": sum(p.numel() for p in encoder.parameters())}
     assert counts["total"]["trainable"] == sum(p.numel() for p in model.parameters() if p.requires_grad) > 0
@@ -106,7 +107,7 @@ def test_cli_build_writes_the_same_model(checkpoints, model, tmp_path, capsys):
     assert "library_name: transformers" in card and "base_model" not in card and "randomly initialized" not in card
     assert "loaded from the checkpoint `sam_vit_tiny.pth`" in card and "`epoch_32.pt`" in card
     built = AutoModel.from_pretrained(out)
-    towers = {k: v for k, v in model.state_dict().items() if k.startswith(("sam.", "clip."))}
+    towers = {k: v for k, v in model.state_dict().items() if k.startswith(("sam.", "sam_prompt_decoder.", "clip."))}
     assert all(torch.equal(built.state_dict()[key], value) for key, value in towers.items())
     # The folder is complete: its processor, and the default (COCO panoptic) vocabulary already embedded.
     processor = AutoProcessor.from_pretrained(out)
@@ -126,12 +127,12 @@ def test_converted_folders_are_backbone_sources_too(checkpoints, model, tmp_path
     assert convert_main(["openclip", checkpoints[1], "--out", str(clip_dir)]) == 0
     rebuilt = PosSamModel.from_pretrained_backbones(str(sam_dir), str(clip_dir), config="tiny")
     for key, value in model.state_dict().items():
-        if key.startswith(("sam.", "clip.")):
+        if key.startswith(("sam.", "sam_prompt_decoder.", "clip.")):
             assert torch.equal(rebuilt.state_dict()[key], value), key
 
 
 def test_config_takes_towers_from_checkpoints_and_the_rest_from_the_preset_or_overrides(checkpoints):
-    sam_config, _ = load_sam_backbone(checkpoints[0])
+    sam_config, _, prompt_decoder = load_sam_backbone(checkpoints[0])
     clip_config, _ = load_clip_backbone(checkpoints[1])
     default = possam_config_for_backbones(sam_config, clip_config)
     assert default.num_queries == possam_preset("base").num_queries == 250
@@ -142,10 +143,16 @@ def test_config_takes_towers_from_checkpoints_and_the_rest_from_the_preset_or_ov
     )
     assert isinstance(custom, PosSamConfig) and custom.num_queries == 7 and custom.hidden_dim == 32
     assert custom.clip_config.input_size == 64 and custom.clip_config.head_hidden_size == 64
+    # SAM's prompt encoder and mask decoder follow the checkpoint (8 heads), not the tiny preset's (2 heads), ...
+    with_prompts = possam_config_for_backbones(sam_config, clip_config, possam_preset("tiny"), prompt_decoder)
+    assert with_prompts.sam_mask_decoder_config.num_attention_heads == 8
+    assert with_prompts.sam_prompt_encoder_config.hidden_size == with_prompts.sam_mask_decoder_config.hidden_size == 32
+    # ... and without them (an encoder-only checkpoint), the image encoder's width.
+    assert custom.sam_mask_decoder_config.hidden_size == sam_config.output_channels == 32
 
 
 def test_named_sam_size_must_match_the_checkpoint(checkpoints):
-    sam_config, _ = load_sam_backbone(checkpoints[0])
+    sam_config, _, _ = load_sam_backbone(checkpoints[0])
     clip_config, _ = load_clip_backbone(checkpoints[1])
     with pytest.raises(ValueError, match="Preset 'large' is PosSAM with SAM ViT-L .*hidden_size 64 and 3 layers"):
         possam_config_for_backbones(sam_config, clip_config, "large")

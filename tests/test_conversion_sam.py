@@ -11,7 +11,7 @@ from conversion_helpers import (
     tiny_sam_image_encoder,
     tiny_transformers_sam,
 )
-from transformers import CLIPTextConfig, CLIPTextModel, SamVisionModel
+from transformers import CLIPTextConfig, CLIPTextModel, SamModel, SamVisionModel
 
 from possam import possam_preset
 from possam.backbones import load_sam_backbone
@@ -49,12 +49,12 @@ def load_converted(config, state_dict, attn_implementation="sdpa") -> SamVisionM
 
 @pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
 def test_original_checkpoint_matches_segment_anything(encoder, pixels, sam_pth, attn_implementation):
-    config, state_dict = convert_sam_checkpoint(sam_pth)
+    config, state_dict, _ = convert_sam_checkpoint(sam_pth)
     assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == (64, 3, 2)
     assert (config.image_size, config.patch_size, config.output_channels, config.mlp_dim) == (128, 16, 32, 256)
     assert (config.window_size, list(config.global_attn_indexes)) == (3, [1])
     assert config.use_abs_pos and config.use_rel_pos and config.qkv_bias
-    # Only image encoder tensors come out: the prompt encoder, mask decoder and pixel mean/std are dropped.
+    # The image encoder's tensors only: the prompt encoder and mask decoder come separately, pixel mean/std are dropped.
     assert all(key.startswith("vision_encoder.") for key in state_dict)
     assert len(state_dict) == len(encoder.state_dict())
 
@@ -147,13 +147,19 @@ def test_wrong_or_unreadable_files_are_named(encoder, tmp_path):
 def test_cli_writes_a_transformers_folder_that_loads_back(encoder, pixels, sam_pth, tmp_path, capsys):
     out = tmp_path / "sam-tiny"
     assert convert_main(["sam", str(sam_pth), "--out", str(out)]) == 0
-    assert "SamVisionModel" in capsys.readouterr().out
-    model = SamVisionModel.from_pretrained(out).eval()
+    assert "SamModel" in capsys.readouterr().out
+    model = SamModel.from_pretrained(out).eval()
     with torch.no_grad():
-        assert (model(pixel_values=pixels).last_hidden_state - encoder(pixels)).abs().max() <= TOLERANCE
-    # The folder is itself a SAM source for PosSAM (a transformers SamVisionModel checkpoint).
-    config, state_dict = load_sam_backbone(out)
+        assert (model.get_image_embeddings(pixels) - encoder(pixels)).abs().max() <= TOLERANCE
+    # The folder is itself a SAM source for PosSAM (a transformers SamModel checkpoint), prompt decoder included.
+    config, state_dict, prompt_decoder = load_sam_backbone(out)
     assert config.window_size == 3 and torch.equal(state_dict["vision_encoder.pos_embed"], encoder.pos_embed)
+    meta = torch.load(sam_pth, weights_only=True)
+    assert torch.equal(
+        prompt_decoder.state_dict["prompt_encoder.shared_embedding.positional_embedding"],
+        meta["prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"],
+    )
+    assert prompt_decoder.mask_decoder_config.num_attention_heads == 8
 
 
 def test_cli_fails_with_one_line_naming_the_file(tmp_path, capsys):
@@ -170,11 +176,17 @@ def test_cli_fails_with_one_line_naming_the_file(tmp_path, capsys):
 def test_transformers_sam_folder_gives_its_vision_encoder(tmp_path):
     sam = tiny_transformers_sam()
     sam.save_pretrained(tmp_path)
-    config, state_dict = load_transformers_sam(str(tmp_path))
+    config, state_dict, prompt_decoder = load_transformers_sam(str(tmp_path))
     assert config.to_dict() == sam.config.vision_config.to_dict()
     expected = sam.vision_encoder.state_dict()
     assert sorted(state_dict) == sorted(f"vision_encoder.{key}" for key in expected)
     assert all(torch.equal(state_dict[f"vision_encoder.{key}"], value) for key, value in expected.items())
+    # ... and its prompt encoder and mask decoder, under PosSamModel.sam_prompt_decoder's names.
+    assert prompt_decoder.mask_decoder_config.to_dict() == sam.config.mask_decoder_config.to_dict()
+    expected = {f"{part}.{key}": value for part in ("prompt_encoder", "mask_decoder")
+                for key, value in getattr(sam, part).state_dict().items()}
+    assert sorted(prompt_decoder.state_dict) == sorted(expected)
+    assert all(torch.equal(prompt_decoder.state_dict[key], value) for key, value in expected.items())
 
 
 def test_transformers_checkpoint_of_another_model_is_refused(tmp_path):

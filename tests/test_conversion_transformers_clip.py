@@ -66,7 +66,8 @@ def test_sam_tower_equals_the_sam_model_and_towers_are_frozen(possam_on_transfor
     assert not any(p.requires_grad for p in model.sam.parameters()) and not any(
         p.requires_grad for p in model.clip.parameters()
     )
-    assert all(p.requires_grad for name, p in model.named_parameters() if not name.startswith(("sam.", "clip.")))
+    frozen_parts = ("sam.", "sam_prompt_decoder.", "clip.")
+    assert all(p.requires_grad for name, p in model.named_parameters() if not name.startswith(frozen_parts))
     # The ViT tower interpolates its position embeddings to the 128x128 SAM input: the whole model runs.
     with torch.no_grad():
         output = model(pixel_values=pixels, **make_vocabulary(3))

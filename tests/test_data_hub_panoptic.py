@@ -85,11 +85,17 @@ def test_hub_dataset_gives_the_same_training_and_evaluation_examples_as_coco_fol
 
     hub_val, _ = load_hub_panoptic(saved, split="validation", synonyms_from=reference["validation"] / "vocabulary.txt")
     coco_val, _ = coco_split(reference["validation"])
-    expected = PanopticEvaluationDataset(coco_val, processor.image_processor)[2]
-    actual = PanopticEvaluationDataset(hub_val, processor.image_processor)[2]
-    assert torch.equal(expected["pixel_values"], actual["pixel_values"])
-    assert (expected["ground_truth"]["segment_ids"] == actual["ground_truth"]["segment_ids"]).all()
-    assert expected["ground_truth"]["segments_info"] == actual["ground_truth"]["segments_info"]
+    expected_split = PanopticEvaluationDataset(coco_val, processor.image_processor)
+    actual_split = PanopticEvaluationDataset(hub_val, processor.image_processor)
+    expected, actual = expected_split[2], actual_split[2]
+    assert expected.keys() == actual.keys()
+    for key in ("pixel_values", "pixel_mask", "ignore_mask"):
+        assert torch.equal(expected[key], actual[key]), key
+    assert all(torch.equal(e, a) for e, a in zip(expected["mask_labels"], actual["mask_labels"]))
+    assert torch.equal(expected["class_labels"], actual["class_labels"])
+    expected_truth, actual_truth = expected_split.ground_truth(2), actual_split.ground_truth(2)
+    assert (expected_truth["segment_ids"] == actual_truth["segment_ids"]).all()
+    assert expected_truth["segments_info"] == actual_truth["segments_info"]
 
 
 def test_local_parquet_dataset_loads_with_load_dataset(hub_dataset, tmp_path):
@@ -158,6 +164,11 @@ def test_possam_train_with_dataset_name_equals_training_on_coco_folders_and_resu
     printed = capsys.readouterr().out
     metrics = json.loads(printed[printed.rindex("{\n"):])  # the final metrics, printed last as JSON
     assert "train_loss" in metrics and any(key.lower().endswith("pq") for key in metrics)
+
+    evaluation = ["evaluate", "--model_name_or_path", str(tmp_path / "hub"), "--validation_cache_dir", "", *hub[:2], *hub[4:]]
+    assert possam_main(evaluation) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert any(key.lower().endswith("pq") for key in evaluated) and len(evaluated) > 3
 
     coco = ["--train_annotations", str(reference["train"] / "panoptic.json"), "--train_images",
             str(reference["train"] / "images"), "--synonyms", vocabulary]

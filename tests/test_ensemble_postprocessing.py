@@ -162,7 +162,7 @@ def test_an_ablation_over_modes_runs_one_forward_pass_per_image_and_geometric_ev
     for mode in ENSEMBLE_MODES:
         alone = evaluate_panoptic(*arguments, batch_size=2, ensemble_mode=mode, show_progress=False)
         names = [name[len("eval_"):] for name in alone]
-        assert "PQ" in names and "mIoU" in names
+        assert "pq" in names and "miou" in names
         for name in names:
             assert ablation[f"eval_{mode}_{name}"] == pytest.approx(alone[f"eval_{name}"], nan_ok=True), (mode, name)
     model.config.training_vocabulary = None

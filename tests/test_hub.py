@@ -13,7 +13,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from pipeline_testing import save_checkpoint, tiny_model
+from pipeline_testing import save_checkpoint, single_thread, tiny_model  # noqa: F401  (autouse fixture)
 from transformers import AutoConfig, AutoProcessor, pipeline
 
 import possam
@@ -22,6 +22,7 @@ from possam.configuration import remote_code
 
 
 LABELS = ["cat", "dog,puppy", "grass"]
+OUTPUT_KEYS = ("class_queries_logits", "masks_queries_logits", "iou_scores", "clip_logits")
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +124,8 @@ import json, sys
 import numpy as np, torch
 from transformers import (AutoConfig, AutoImageProcessor, AutoModel, AutoModelForUniversalSegmentation,
                           AutoProcessor, pipeline)
-FOLDER, IMAGE, OUT, LABELS = sys.argv[1:] if len(sys.argv) > 1 else ({args})
+FOLDER, IMAGE, OUT, LABELS = {args}
+OUTPUT_KEYS = {keys!r}
 # Without trust_remote_code: a clear refusal, never a bare tokenizer.
 try:
     processor = AutoProcessor.from_pretrained(FOLDER)
@@ -140,7 +142,7 @@ segmenter = pipeline(model=FOLDER, trust_remote_code=True)  # no task: config.js
 again = pipeline(model=FOLDER, trust_remote_code=True)
 inputs = processor(images=IMAGE, text=LABELS)
 with torch.inference_mode():
-    probabilities = model(**inputs).class_probabilities
+    outputs = model(**inputs)
 segments = segmenter(IMAGE, candidate_labels=LABELS)
 # The Hub's "Use this model" snippet for an image-segmentation model with custom code.
 stock = pipeline("image-segmentation", model=FOLDER, trust_remote_code=True)(IMAGE, threshold=0.0)
@@ -148,7 +150,7 @@ json.dump({{
     "refusal": refusal,
     "types": [type(x).__module__ + "." + type(x).__name__ for x in (config, model, universal, processor, image_processor, segmenter, again)],
     "task": segmenter.task,
-    "probabilities": probabilities.tolist(),
+    "outputs": {{key: outputs[key].tolist() for key in OUTPUT_KEYS}},
     "segments": [[s["label"], s["score"], int(np.asarray(s["mask"]).sum())] for s in segments],
     "stock_labels": sorted({{s["label"] for s in stock}}),
 }}, open(OUT, "w"))
@@ -158,7 +160,7 @@ json.dump({{
 def test_fresh_process_loads_the_folder_through_its_remote_code(folder, image, tmp_path):
     out = tmp_path / "fresh.json"
     args = ", ".join(repr(value) for value in (folder, image, str(out))) + f", {LABELS!r}"
-    result = run_fresh(FRESH.format(args=args), tmp_path)
+    result = run_fresh(FRESH.format(args=args, keys=OUTPUT_KEYS), tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     fresh = json.loads(out.read_text())
     assert "trust_remote_code=True" in fresh["refusal"]
@@ -176,8 +178,9 @@ def test_fresh_process_loads_the_folder_through_its_remote_code(folder, image, t
     # Same outputs as the installed package in this process.
     model, processor = PosSamModel.from_pretrained(folder).eval(), PosSamProcessor.from_pretrained(folder)
     with torch.inference_mode():
-        expected = model(**processor(images=image, text=LABELS)).class_probabilities
-    torch.testing.assert_close(torch.tensor(fresh["probabilities"]), expected, rtol=0, atol=1e-6)
+        expected = model(**processor(images=image, text=LABELS))
+    for key in OUTPUT_KEYS:  # both processes on one thread: the same float reductions, equal results
+        assert torch.equal(torch.tensor(fresh["outputs"][key]), expected[key]), key
     segments = pipeline("open-vocab-panoptic", model=folder)(image, candidate_labels=LABELS)
     expected_segments = [[s["label"], s["score"], int(np.asarray(s["mask"]).sum())] for s in segments]
     assert len(fresh["segments"]) == len(expected_segments) > 0

@@ -175,3 +175,39 @@ def test_resume_from_a_damaged_checkpoint_names_the_file(
     line = one_error_line(capsys, "possam train")
     assert line.startswith(f"possam train: error: {target}: ") and expected in line
     assert not (tmp_path / "resumed").exists()
+
+
+def test_evaluate_checks_its_output_file_before_loading_anything(tmp_path, capsys):
+    target = tmp_path / "missing-folder" / "metrics.json"
+    code = possam_main(["evaluate", "--model_name_or_path", str(tmp_path / "no-model"), "--eval_annotations", "a.json",
+                        "--eval_images", ".", "--output_json", str(target)])
+    assert code == 1
+    assert one_error_line(capsys, "possam evaluate") == (
+        f"possam evaluate: error: cannot write {str(target)!r}: folder {str(target.parent)!r} does not exist."
+    )
+
+
+def test_an_unreachable_hub_is_reported_after_one_request(tmp_path, monkeypatch, image, capsys):
+    """`models/nope` with no local `models` folder is a Hub id; with no network it fails after one quick request,
+    not after transformers' retries."""
+    import huggingface_hub
+
+    requests = []
+
+    def unreachable(repo_id, **kwargs):
+        requests.append(repo_id)
+        raise ConnectionError("[Errno -2] Name or service not known")
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("transformers' download (and its retries) must not start")
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # as on a machine meant to be online
+    monkeypatch.setattr(huggingface_hub, "model_info", unreachable)
+    monkeypatch.setattr(huggingface_hub.file_download, "get_hf_file_metadata", no_download)
+    monkeypatch.chdir(tmp_path)
+    assert possam_main(["predict", image, "--model", "models/nope", "--out", "out"]) == 1
+    assert one_error_line(capsys, "possam predict") == (
+        "possam predict: error: models/nope: no such local folder, and the Hugging Face Hub cannot be reached to load "
+        "it as a Hub id ([Errno -2] Name or service not known)."
+    )
+    assert requests == ["models/nope"]

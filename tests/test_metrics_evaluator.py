@@ -59,20 +59,20 @@ def test_perfect_outputs_score_100(examples):
         evaluator.update(_ground_truth(example), panoptic=panoptic, instances=instances, semantic=semantic)
     metrics = evaluator.compute()
     assert set(metrics) == {
-        "PQ",
-        "SQ",
-        "RQ",
-        "PQ_th",
-        "SQ_th",
-        "RQ_th",
-        "PQ_st",
-        "SQ_st",
-        "RQ_st",
-        "mAP",
-        "AP50",
-        "AP75",
-        "mIoU",
-        "pACC",
+        "pq",
+        "sq",
+        "rq",
+        "pq_things",
+        "sq_things",
+        "rq_things",
+        "pq_stuff",
+        "sq_stuff",
+        "rq_stuff",
+        "map",
+        "ap50",
+        "ap75",
+        "miou",
+        "pacc",
     }
     for key, value in metrics.items():
         assert value == pytest.approx(100.0), key
@@ -95,12 +95,12 @@ def test_imperfect_outputs_equal_the_individual_metrics(examples):
         miou.update(semantic, semantic_map_from_panoptic(example.segment_ids, example.segments_info))
     metrics = evaluator.compute()
     pq = panoptic_quality(gt_maps, gt_infos, pred_maps, pred_infos, vocabulary.is_thing)
-    assert metrics["PQ"] == pytest.approx(100 * pq.all.pq) and metrics["PQ"] < 100
-    assert metrics["RQ_th"] == pytest.approx(100 * pq.things.rq) and metrics["RQ_th"] < 100
-    assert metrics["SQ_th"] == pytest.approx(100.0)  # the matched segments are exact
-    assert metrics["PQ_st"] == pytest.approx(100 * pq.stuff.pq)
-    assert metrics["mAP"] == pytest.approx(100 * ap.compute().ap) and metrics["mAP"] < 100
-    assert metrics["mIoU"] == pytest.approx(100 * miou.compute().miou) and metrics["mIoU"] < 100
+    assert metrics["pq"] == pytest.approx(100 * pq.all.pq) and metrics["pq"] < 100
+    assert metrics["rq_things"] == pytest.approx(100 * pq.things.rq) and metrics["rq_things"] < 100
+    assert metrics["sq_things"] == pytest.approx(100.0)  # the matched segments are exact
+    assert metrics["pq_stuff"] == pytest.approx(100 * pq.stuff.pq)
+    assert metrics["map"] == pytest.approx(100 * ap.compute().ap) and metrics["map"] < 100
+    assert metrics["miou"] == pytest.approx(100 * miou.compute().miou) and metrics["miou"] < 100
 
 
 def test_only_given_outputs_are_reported_and_must_be_consistent(examples):
@@ -108,7 +108,7 @@ def test_only_given_outputs_are_reported_and_must_be_consistent(examples):
     evaluator = PanopticEvaluator(is_thing=vocabulary.is_thing)
     panoptic, instances, semantic = _outputs(decoded[0], vocabulary)
     evaluator.update(_ground_truth(decoded[0]), semantic=semantic)
-    assert set(evaluator.compute()) == {"mIoU", "pACC"}
+    assert set(evaluator.compute()) == {"miou", "pacc"}
     with pytest.raises(
         ValueError, match=r"first image gave \(panoptic, instances, semantic\) = \(False, False, True\)"
     ):
@@ -142,4 +142,37 @@ def test_nan_for_absent_stuff_group():
         panoptic={"segmentation": ids, "segments_info": [{"id": 1, "label_id": 0, "score": 1.0}]},
     )
     metrics = evaluator.compute()
-    assert metrics["PQ"] == 100.0 and math.isnan(metrics["PQ_st"])
+    assert metrics["pq"] == 100.0 and math.isnan(metrics["pq_stuff"])
+
+
+def test_seen_and_unseen_classes_are_averaged_separately(examples):
+    decoded, vocabulary = examples
+    # Seen: the first thing class and the first stuff class, by name (any synonym counts, case-insensitive).
+    seen_names = [vocabulary.entries[vocabulary.is_thing.index(True)].split(",")[-1].upper(),
+                  vocabulary.entries[vocabulary.is_thing.index(False)]]
+    by_name = PanopticEvaluator(vocabulary, seen_classes=seen_names)
+    flags = [index in (vocabulary.is_thing.index(True), vocabulary.is_thing.index(False)) for index in range(len(vocabulary))]
+    by_flags = PanopticEvaluator(is_thing=vocabulary.is_thing, seen_classes=flags)
+    without = PanopticEvaluator(vocabulary)
+    gt_maps, gt_infos, pred_maps, pred_infos = [], [], [], []
+    for example in decoded:
+        panoptic, instances, semantic = _outputs(example, vocabulary, drop_one_thing=True)
+        for evaluator in (by_name, by_flags, without):
+            evaluator.update(_ground_truth(example), panoptic=panoptic)
+        gt_maps.append(example.segment_ids)
+        gt_infos.append(example.segments_info)
+        pred_maps.append(panoptic["segmentation"].clamp(min=0).numpy())
+        pred_infos.append(panoptic["segments_info"])
+    metrics = by_name.compute()
+    assert metrics == by_flags.compute()
+    assert set(metrics) - set(without.compute()) == {f"{m}_{g}" for m in ("pq", "sq", "rq") for g in ("seen", "unseen")}
+    # By hand: the mean of the per-class scores over each subset of the classes that occur.
+    per_class = panoptic_quality(gt_maps, gt_infos, pred_maps, pred_infos, vocabulary.is_thing).per_class
+    for group, selected in (("seen", flags), ("unseen", [not flag for flag in flags])):
+        scores = [per_class[label] for label in range(len(vocabulary)) if selected[label] and per_class[label].n]
+        assert metrics[f"pq_{group}"] == pytest.approx(100 * sum(s.pq for s in scores) / len(scores))
+        assert metrics[f"rq_{group}"] == pytest.approx(100 * sum(s.rq for s in scores) / len(scores))
+    with pytest.raises(ValueError, match="need the evaluated vocabulary"):
+        PanopticEvaluator(is_thing=vocabulary.is_thing, seen_classes=["ball"])
+    with pytest.raises(ValueError, match=r"must be \d+ bools"):
+        PanopticEvaluator(vocabulary, seen_classes=[True])

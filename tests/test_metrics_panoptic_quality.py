@@ -262,8 +262,31 @@ def test_evaluate_module_loads_offline_and_matches(tmp_path):
         )
     result = metric.compute(is_thing=IS_THING)
     expected = panoptic_quality(*zip(*cases), is_thing=IS_THING)
-    assert result["PQ"] == pytest.approx(100 * expected.all.pq, rel=1e-12)
-    assert result["SQ_th"] == pytest.approx(100 * expected.things.sq, rel=1e-12)
-    assert result["RQ_st"] == pytest.approx(100 * expected.stuff.rq, rel=1e-12)
+    assert result["pq"] == pytest.approx(100 * expected.all.pq, rel=1e-12)
+    assert result["sq_things"] == pytest.approx(100 * expected.things.sq, rel=1e-12)
+    assert result["rq_stuff"] == pytest.approx(100 * expected.stuff.rq, rel=1e-12)
     assert result["n"] == expected.all.n
-    assert len(result["per_class_PQ"]) == len(IS_THING)
+    assert len(result["per_class_pq"]) == len(IS_THING) and "pq_seen" not in result
+
+
+IS_SEEN = [True, False, True, False, False, True, True, False]  # things and stuff on both sides
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_seen_and_unseen_scores_equal_panopticapi_on_the_class_subsets(tmp_path, seed):
+    rng = np.random.default_rng(seed)
+    cases = [_random_case(rng) for _ in range(6)]
+    stat, categories = _reference(tmp_path, cases)
+    accumulator = PanopticQualityAccumulator(IS_THING, is_seen=IS_SEEN)
+    for gt_map, gt_segments, pred_map, pred_segments in cases:
+        accumulator.update(gt_map, gt_segments, pred_map, pred_segments)
+    ours = accumulator.compute()
+    for scores, seen in ((ours.seen, True), (ours.unseen, False)):
+        subset = {dataset_id: category for (dataset_id, category), flag in zip(categories.items(), IS_SEEN) if flag == seen}
+        reference, _ = stat.pq_average(subset, isthing=None)
+        assert scores.n == reference["n"] > 0
+        assert (scores.pq, scores.sq, scores.rq) == pytest.approx((reference["pq"], reference["sq"], reference["rq"]), rel=1e-12)
+    assert ours.seen != ours.unseen
+    assert panoptic_quality(*zip(*cases), is_thing=IS_THING).seen is None  # only when the seen classes are given
+    with pytest.raises(ValueError, match="is_seen has 2 flags for 8 classes"):
+        PanopticQualityAccumulator(IS_THING, is_seen=[True, False])

@@ -48,7 +48,8 @@ def test_save_pretrained_writes_a_card_that_says_the_towers_are_random(tmp_path)
     assert metadata["license"] == "apache-2.0" and "possam" in metadata["tags"]
     assert "base_model" not in metadata and "model-index" not in metadata
     assert "towers of this model are randomly initialized" in card and "has not been trained" in card
-    frozen = sum(p.numel() for p in model.sam.parameters()) + sum(p.numel() for p in model.clip.parameters())
+    frozen_parts = (model.sam, model.sam_prompt_decoder, model.clip)
+    frozen = sum(p.numel() for part in frozen_parts for p in part.parameters())
     assert f"| frozen (SAM + CLIP) | {frozen:,} |" in card
 
 
@@ -124,4 +125,4 @@ def test_demo_model_has_a_card_with_its_measured_quality(tmp_path):
     metadata = front_matter(card)
     assert "base_model" not in metadata and "randomly initialized" in card
     metrics = {m["name"]: m["value"] for m in metadata["model-index"][0]["results"][0]["metrics"]}
-    assert metrics == {"PQ": summary["panoptic_quality_after"]["PQ"], "mIoU": summary["panoptic_quality_after"]["mIoU"]}
+    assert metrics == {"PQ": summary["panoptic_quality_after"]["pq"], "mIoU": summary["panoptic_quality_after"]["miou"]}

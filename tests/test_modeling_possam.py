@@ -98,16 +98,17 @@ def test_gradients_reach_every_trainable_parameter_and_no_frozen_one():
     no_gradient = [name for name, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
     assert no_gradient == []
     frozen = [name for name, p in model.named_parameters() if not p.requires_grad]
-    assert frozen and all(name.startswith(("sam.", "clip.")) for name in frozen)
+    assert frozen and all(name.startswith(("sam.", "sam_prompt_decoder.", "clip.")) for name in frozen)
     assert all(not p.requires_grad and p.grad is None for p in [*model.sam.parameters(), *model.clip.parameters()])
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
-    assert not any(name.startswith(("sam.", "clip.")) for name in trainable)
+    assert not any(name.startswith(("sam.", "sam_prompt_decoder.", "clip.")) for name in trainable)
 
 
 def test_frozen_towers_stay_in_eval_mode():
     model = tiny_model().train()
     assert model.training and model.fpn.training and model.transformer_decoder.training
-    assert not any(module.training for module in [*model.sam.modules(), *model.clip.modules()])
+    frozen_modules = [*model.sam.modules(), *model.sam_prompt_decoder.modules(), *model.clip.modules()]
+    assert not any(module.training for module in frozen_modules)
     features = model.get_image_features(make_pixels(1))
     assert not features.sam_image_embeddings.requires_grad and not features.clip_image_features.requires_grad
 

@@ -254,6 +254,7 @@ def test_bad_model_path_exits_1_naming_it(image_files, tmp_path, capsys, kind):
         (["--stuff", "grass"], "--stuff needs --labels"),
         (["--labels", "cat,dog", "--stuff", "sky"], "'sky' is not one of the candidate labels"),
         (["--labels", "cat,cat"], "Duplicate labels"),
+        (["--labels", "ball|sky,sky"], "The name 'sky' is given to two classes, 1 ('ball') and 2 ('sky')"),
         (["--labels", "cat", "--vocab", "coco_panoptic"], "not allowed with argument"),
         (["--subtask", "depth"], "invalid choice: 'depth'"),
         (["--batch_size", "0"], "--batch_size must be at least 1"),
@@ -275,3 +276,22 @@ def test_same_stem_twice_and_missing_model_are_usage_errors(image_files, tmp_pat
     assert "the following arguments are required: --model" in error_line(capsys)
     assert main(["--help"]) == 0
     assert "person|child" in capsys.readouterr().out
+
+
+def test_vocabulary_file_errors_name_the_file(checkpoint, image_files, tmp_path, capsys):
+    vocabulary = tmp_path / "vocabulary.txt"
+    vocabulary.write_bytes("1:cat\n2:dog\n".encode("utf-16"))
+    assert main([image_files[0], "--model", checkpoint, "--vocab", str(vocabulary), "--out", str(tmp_path / "o")]) == 1
+    assert error_line(capsys) == f"possam predict: error: {vocabulary}: the file is UTF-16 encoded; save it as UTF-8."
+    vocabulary.write_text("1:cat\n2:dog\n1:bird\n")
+    assert main([image_files[0], "--model", checkpoint, "--vocab", str(vocabulary), "--out", str(tmp_path / "o")]) == 1
+    assert error_line(capsys).endswith(f"{vocabulary}, line 3: id 1 was already given on line 1.")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_sixteen_bit_png_is_segmented(checkpoint, tmp_path, capsys):
+    image = tmp_path / "depth16.png"
+    PIL.Image.fromarray(np.linspace(0, 65535, 40 * 30).reshape(30, 40).astype(np.uint16)).save(image)
+    assert main([str(image), "--model", checkpoint, "--out", str(tmp_path / "out"), "--subtask", "semantic"]) == 0
+    assert "error" not in capsys.readouterr().err
+    check_outputs(tmp_path / "out", str(image), ["cat", "dog", "grass"])

@@ -116,6 +116,35 @@ def test_high_bit_depth_pil_images_are_range_checked_not_clipped(processor):
         processor(PIL.Image.fromarray(np.full((8, 8), 70000, dtype=np.int32)))  # mode "I"
 
 
+@pytest.mark.parametrize("peak", [65535, 200])
+def test_sixteen_bit_pngs_are_scaled_by_their_bit_depth_not_their_values(processor, tmp_path, peak):
+    gray = np.linspace(0, peak, 8 * 8).reshape(8, 8).astype(np.uint16)
+    path = tmp_path / "gray16.png"
+    PIL.Image.fromarray(gray).save(path)
+    assert PIL.Image.open(path).mode == "I;16"
+    pixels = unnormalize(processor(str(path), do_resize=False)["pixel_values"][0])[:, :8, :8]
+    expected = torch.from_numpy(gray.astype(np.float32) * (255.0 / 65535.0)).expand(3, 8, 8)
+    torch.testing.assert_close(pixels, expected, atol=1e-3, rtol=0)
+    # A 16-bit file whose values are all <= 255 is a very dark image, not a bright 8-bit one.
+    assert float(pixels.max()) == pytest.approx(peak * 255.0 / 65535.0, abs=1e-3)
+
+
+def test_an_undecodable_image_file_names_its_position_once(tmp_path):
+    from possam.processing.image_inputs import load_image
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    with pytest.raises(ValueError) as raised:
+        load_image(str(broken), where="image 1 of 1")
+    assert str(raised.value).count("image 1 of 1") == 1 and str(raised.value).startswith("image 1 of 1: cannot read")
+    huge = tmp_path / "huge.tif"
+    PIL.Image.fromarray(np.full((4, 4), 70000, dtype=np.int32)).save(huge)
+    with pytest.raises(ValueError) as raised:
+        load_image(str(huge), where="image 1 of 1")
+    message = str(raised.value)
+    assert message.count("image 1 of 1") == 1 and "got range [70000, 70000]" in message and str(huge) in message
+
+
 @pytest.mark.parametrize(
     "image, error, message",
     [

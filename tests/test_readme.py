@@ -23,10 +23,10 @@ def readme_snippets() -> list[str]:
 
 
 def test_readme_has_runnable_snippets():
-    assert len(readme_snippets()) == 3
+    assert len(readme_snippets()) == 4
 
 
-@pytest.mark.parametrize("index", [0, 1, 2])
+@pytest.mark.parametrize("index", [0, 1, 2, 3])
 def test_readme_snippet_runs(index, tmp_path, monkeypatch, capsys):
     scenes = generate_synthetic_coco_panoptic(tmp_path / "possam-demo" / "data" / "scenes", num_images=2, seed=7)
     model, processor = tiny_model(), tiny_processor()
@@ -41,6 +41,7 @@ def test_readme_snippet_runs(index, tmp_path, monkeypatch, capsys):
         0: ["(128, 128)"],
         1: ["torch.Size([128, 128])", "torch.Size([1, 10, 4])"],
         2: ["True\n", "torch.Size([1, 128, 128, 3])", "True ["],
+        3: ["torch.Size([128, 128])", "torch.Size([1, 1, 3, 32, 32])"],
     }[index]
     assert all(text in printed for text in expected), printed
     if index == 1:  # every ensemble mode post-processed from the one forward pass

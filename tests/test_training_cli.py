@@ -55,7 +55,7 @@ def test_train_then_evaluate_from_the_command_line(synthetic_splits, tmp_path, c
              "--learning_rate", "1e-3", "--save_steps", "1", "--report_to", "none", "--use_cpu", "--disable_tqdm", "true"]
     assert possam_main(["train", *flags, *data_flags(synthetic_splits)]) == 0
     printed = capsys.readouterr().out
-    assert '"train_loss"' in printed and '"eval_PQ"' in printed  # the final metrics, as JSON
+    assert '"train_loss"' in printed and '"eval_pq"' in printed and '"eval_pq_seen"' in printed  # final metrics, JSON
     assert (output_dir / "model.safetensors").exists() and (output_dir / "processor_config.json").exists()
     assert (output_dir / "checkpoint-2" / "optimizer.pt").exists()
     saved = json.loads((output_dir / "config.json").read_text())
@@ -70,8 +70,22 @@ def test_train_then_evaluate_from_the_command_line(synthetic_splits, tmp_path, c
     ])
     assert status == 0
     metrics = json.loads(metrics_file.read_text())
-    assert {"eval_PQ", "eval_PQ_th", "eval_PQ_st", "eval_mAP", "eval_mIoU"} <= set(metrics)
+    assert {"eval_pq", "eval_pq_things", "eval_pq_stuff", "eval_map", "eval_miou"} <= set(metrics)
+    assert "eval_pq_seen" not in metrics  # no --seen_classes
     assert json.loads(capsys.readouterr().out) == metrics
+
+    # Two ensemble modes on the same forward passes (geometric reads the saved training_vocabulary), and seen/unseen
+    # classes by name.
+    seen = ",".join(entry.split(",")[0] for entry in val.vocabulary.entries[:2])
+    assert possam_main([
+        "evaluate", "--model_name_or_path", str(output_dir), "--eval_annotations", val.json_path,
+        "--eval_images", val.image_dir, "--output_json", str(metrics_file), "--ensemble_mode", "mase,geometric",
+        "--seen_classes", seen,
+    ]) == 0
+    ablation = json.loads(metrics_file.read_text())
+    for mode in ("mase", "geometric"):
+        assert {f"eval_{mode}_{name}" for name in ("pq", "pq_seen", "pq_unseen", "map", "miou")} <= set(ablation)
+    assert ablation["eval_mase_miou"] == pytest.approx(metrics["eval_miou"])  # mase is the config's default mode
 
 
 def test_resume_from_checkpoint_flag(synthetic_splits, tmp_path):

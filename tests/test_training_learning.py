@@ -43,11 +43,11 @@ def test_training_lifts_training_domain_pq_above_the_floor(tmp_path):
         eval_collator=PosSamDataCollator(processor.encode_vocabulary(val_vocabulary)),
         eval_vocabulary=val_vocabulary,
     )
-    before = trainer.evaluate()["eval_PQ"]
+    before = trainer.evaluate()["eval_pq"]
     trainer.train()
     after = trainer.evaluate()
     assert before < PQ_FLOOR, before
-    assert after["eval_PQ"] > PQ_FLOOR, after
-    assert after["eval_PQ_st"] > after["eval_PQ_th"]  # stuff (large regions) is learned first
+    assert after["eval_pq"] > PQ_FLOOR, after
+    assert after["eval_pq_stuff"] > after["eval_pq_things"]  # stuff (large regions) is learned first
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     assert losses[-1] < 0.7 * losses[0], losses

@@ -9,13 +9,15 @@ Data and metrics (one concept per module):
     augmentation       large-scale jitter (train) and longest-side resize (eval)
     panoptic_targets   per-segment mask / class targets from a segment-id map
     metric_panoptic_quality, metric_mask_ap, metric_semantic_iou, panoptic_evaluator
+    panoptic_metrics   model outputs -> post-processing (each ensemble mode) -> metrics; the Trainer's compute_metrics
 
 Training (one concept per module):
     dataset            decoded, augmented, tensorized training / evaluation examples
     collator           batches, with the run's tokenized vocabulary attached
     feature_cache      cached frozen-tower features for fast fine-tuning
     trainer            PosSamTrainer and PosSamTrainingArguments
-    evaluation         the evaluation loop (inference, post-processing, metrics)
+    checkpoint_checks  a checkpoint's files checked before resuming; the newest complete one (`--resume_from_checkpoint last`)
+    evaluation         the evaluation loop outside the Trainer (inference, post-processing, metrics)
     arguments, run, train_cli, evaluate_cli   the `possam train` / `possam evaluate` commands
 """
 
@@ -43,6 +45,7 @@ from .metric_panoptic_quality import (
 )
 from .metric_semantic_iou import SemanticIoUAccumulator, SemanticIoUResult
 from .panoptic_evaluator import PanopticEvaluator, semantic_map_from_panoptic
+from .panoptic_metrics import PanopticMetrics
 from .panoptic_targets import panoptic_targets
 from .synthetic import SyntheticPanopticDataset, generate_synthetic_coco_panoptic, synthetic_vocabulary
 from .trainer import PosSamTrainer, PosSamTrainingArguments
@@ -61,6 +64,7 @@ __all__ = [
     "PanopticEvaluationDataset",
     "PanopticEvaluator",
     "PanopticExample",
+    "PanopticMetrics",
     "PanopticQualityAccumulator",
     "PanopticQualityResult",
     "PanopticQualityScores",

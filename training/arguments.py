@@ -74,6 +74,12 @@ class DataArguments:
         default=None, metadata={"help": "Where cached features live (default: <output_dir>/feature_cache)."}
     )
     eval_threshold: float = field(default=0.0, metadata={"help": "Panoptic score threshold used in evaluation."})
+    seen_classes: str | None = field(
+        default=None,
+        metadata={"help": "Classes seen in training, for PQ/SQ/RQ over seen and unseen classes (pq_seen, pq_unseen, "
+                  "...): a shipped vocabulary name (coco_panoptic, ...), a vocabulary file, or comma-separated class "
+                  "names. possam train defaults to the training classes."},
+    )
     ensemble_mode: str | None = field(
         default=None,
         metadata={"help": "Class ensemble in evaluation: mase, geometric, ldp_only or clip_only (default: the model's "

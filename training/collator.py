@@ -13,12 +13,13 @@ from ..outputs import PosSamImageFeatures
 STACKED_KEYS = ("pixel_values", "pixel_mask", "ignore_mask")
 # Per-image tensors of varying length (one row per segment), kept as lists.
 LISTED_KEYS = ("mask_labels", "class_labels")
-# Per-image Python objects used by evaluation, kept as lists.
-PASSED_KEYS = ("original_size", "ground_truth")
 
 
 class PosSamDataCollator:
     """Collates examples of `PanopticTrainingDataset`, `PanopticEvaluationDataset` or `CachedFeaturesDataset`.
+
+    Every key of a batch is a `PosSamModel.forward` argument, so transformers' `Trainer` can train, evaluate and
+    predict with it (`remove_unused_columns=False`, `label_names=["mask_labels", "class_labels"]`).
 
     Args:
         text_inputs: the run's vocabulary tokenized by `PosSamProcessor` (`input_ids`, `attention_mask`,
@@ -38,9 +39,6 @@ class PosSamDataCollator:
         for key in LISTED_KEYS:
             if key in first:
                 batch[key] = [example[key] for example in examples]
-        for key in PASSED_KEYS:
-            if key in first:
-                batch[f"{key}s" if key == "original_size" else key] = [example[key] for example in examples]
         if "sam_image_embeddings" in first:
             batch["image_features"] = PosSamImageFeatures(
                 sam_image_embeddings=torch.stack([example["sam_image_embeddings"] for example in examples]),

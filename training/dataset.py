@@ -69,10 +69,13 @@ class PanopticTrainingDataset(Dataset):
 
 
 class PanopticEvaluationDataset(Dataset):
-    """Evaluation examples: the inference input plus the original-resolution ground truth.
+    """Evaluation examples: the inference input, its loss targets, and (by index) the original-resolution ground truth.
 
-    Each item has `pixel_values`, `pixel_mask`, `original_size` (height, width) and `ground_truth`
-    (`{"segment_ids", "segments_info"}` with contiguous `label_id`s), the form `PanopticEvaluator.update` reads.
+    Each item holds only what the model accepts, so that transformers' `Trainer` can evaluate and predict with it:
+    `pixel_values`, `pixel_mask`, and the un-augmented loss targets `mask_labels`, `class_labels`, `ignore_mask` (the
+    Trainer's `label_names`: they give `eval_loss`). The metrics compare predictions at the original resolution with
+    `ground_truth(index)` (`{"segment_ids", "segments_info"}` with contiguous `label_id`s, crowd flags kept), the form
+    `PanopticEvaluator.update` reads.
     """
 
     def __init__(self, dataset, image_processor):
@@ -84,10 +87,11 @@ class PanopticEvaluationDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         example = decode_panoptic_example(self.dataset[index])
-        inputs = self.image_processor.preprocess([example.image])
-        return {
-            "pixel_values": inputs["pixel_values"][0],
-            "pixel_mask": inputs["pixel_mask"][0],
-            "original_size": tuple(example.segment_ids.shape),
-            "ground_truth": {"segment_ids": example.segment_ids, "segments_info": list(example.segments_info)},
-        }
+        annotation = {"panoptic_map": example.segment_ids, "segments_info": _segments_with_labels(example)}
+        inputs = self.image_processor.preprocess([example.image], [annotation])
+        return {key: inputs[key][0] for key in ("pixel_values", "pixel_mask", "mask_labels", "class_labels", "ignore_mask")}
+
+    def ground_truth(self, index: int) -> dict:
+        """The original-resolution panoptic ground truth of example `index`."""
+        example = decode_panoptic_example(self.dataset[index])
+        return {"segment_ids": example.segment_ids, "segments_info": list(example.segments_info)}

@@ -77,7 +77,7 @@ def main(argv: list[str], prog: str = "possam demo") -> int:
 
     def panoptic_quality() -> dict[str, float]:
         metrics = evaluate_panoptic(model, eval_dataset, eval_collator, processor.image_processor, val_vocabulary, batch_size=4)
-        return {name: round(metrics[f"eval_{name}"], 1) for name in ("PQ", "PQ_th", "PQ_st", "mIoU")}
+        return {name: round(metrics[f"eval_{name}"], 1) for name in ("pq", "pq_things", "pq_stuff", "miou")}
 
     print(f"[2/4] Panoptic quality of the untrained tiny PosSAM on {len(val)} held-out images")
     before = panoptic_quality()
@@ -129,8 +129,8 @@ def main(argv: list[str], prog: str = "possam demo") -> int:
     }
     write_json_atomically(os.path.join(args.output_dir, "summary.json"), summary)
     print()
-    print(f"PQ on held-out synthetic images: {before['PQ']} before training -> {after['PQ']} after "
-          f"(things {after['PQ_th']}, stuff {after['PQ_st']}, mIoU {after['mIoU']}).")
+    print(f"PQ on held-out synthetic images: {before['pq']} before training -> {after['pq']} after "
+          f"(things {after['pq_things']}, stuff {after['pq_stuff']}, mIoU {after['miou']}).")
     print(f"Done in {summary['seconds']} s. Model: {model_dir}  Overlays: {predictions_dir}  Summary: "
           f"{os.path.join(args.output_dir, 'summary.json')}")
     print(DISCLAIMER)

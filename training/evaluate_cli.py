@@ -1,6 +1,8 @@
-"""`possam evaluate`: PQ/SQ/RQ (all, things, stuff), mask AP and mIoU of a PosSAM checkpoint on a panoptic split.
+"""`possam evaluate`: PQ/SQ/RQ (all, things, stuff; seen and unseen with `--seen_classes`), mask AP and mIoU of a
+PosSAM checkpoint on a panoptic split, as JSON (`eval_pq`, `eval_pq_things`, ..., `eval_map`, `eval_miou`).
 
-    possam evaluate --model_name_or_path runs/coco --eval_annotations ade/panoptic_val.json --eval_images ade/images
+    possam evaluate --model_name_or_path runs/coco --eval_annotations ade/panoptic_val.json --eval_images ade/images \
+        --seen_classes coco_panoptic --ensemble_mode mase,clip_only
 
 Runs on one device, or on several under `accelerate launch` / `torchrun` (each process takes a share of the images).
 """

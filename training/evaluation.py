@@ -1,7 +1,9 @@
-"""Panoptic evaluation of a PosSAM model: inference, post-processing, PQ / mask AP / mIoU.
+"""Panoptic evaluation of a PosSAM model outside the Trainer (`possam evaluate`, `possam demo`): inference,
+post-processing, PQ / mask AP / mIoU.
 
 Each process evaluates its own share of the images (every image exactly once, no padding of the last batch) and
 the metric accumulators are merged on all processes, so the numbers do not depend on the number of processes.
+Inside a training run, `PosSamTrainer.evaluate` computes the same metrics through transformers' evaluation loop.
 """
 
 from __future__ import annotations
@@ -13,20 +15,15 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from ..configuration import Vocabulary
-from ..processing.mase import check_ensemble_mode, geometric_seen_classes
-from .panoptic_evaluator import PanopticEvaluator
+from .panoptic_metrics import PanopticMetrics
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
     return {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
 
 
-def _instances(result: dict) -> list[dict]:
-    """Instance post-processing output (with binary maps) -> `[{"mask", "label_id", "score"}]`."""
-    return [
-        {"mask": mask, "label_id": segment["label_id"], "score": segment["score"]}
-        for mask, segment in zip(result["segmentation"], result["segments_info"])
-    ]
+# Loss targets in the evaluation batches; inference does not need them.
+_TARGET_KEYS = ("mask_labels", "class_labels", "ignore_mask")
 
 
 @torch.no_grad()
@@ -44,9 +41,11 @@ def evaluate_panoptic(
     overlap_mask_area_threshold: float = 0.8,
     show_progress: bool = True,
     ensemble_mode: str | Sequence[str] | None = None,
+    seen_classes: Sequence[str] | Sequence[bool] | None = None,
 ) -> dict[str, float]:
-    """Runs `model` over a `PanopticEvaluationDataset` and returns `{prefix}_PQ`, `_SQ`, `_RQ` (all, `_th`, `_st`),
-    `_mAP`, `_AP50`, `_AP75`, `_mIoU`, `_pACC`, in percent.
+    """Runs `model` over a `PanopticEvaluationDataset` and returns `{prefix}_pq`, `_sq`, `_rq` (all, `_things`,
+    `_stuff`, and `_seen` / `_unseen` when `seen_classes` are given), `_map`, `_ap50`, `_ap75`, `_miou`, `_pacc`, in
+    percent (see `PanopticMetrics`).
 
     Args:
         collator: a `PosSamDataCollator` holding the evaluated vocabulary's tokens (same class order as `vocabulary`).
@@ -54,51 +53,37 @@ def evaluate_panoptic(
         accelerator: when running under several processes, the `accelerate.Accelerator` that launched them.
         ensemble_mode: the class ensemble used by post-processing (default `model.config.ensemble_mode`); a list of
             modes evaluates each of them on the same forward passes and prefixes each metric with its mode
-            (`{prefix}_mase_PQ`, `{prefix}_clip_only_PQ`, ...). `"geometric"` marks as seen the classes named in
+            (`{prefix}_mase_pq`, `{prefix}_clip_only_pq`, ...). `"geometric"` marks as seen the classes named in
             `model.config.training_vocabulary`.
+        seen_classes: the classes seen in training (names, or one bool per label id), for seen/unseen PQ.
     """
-    config = model.config
-    several = ensemble_mode is not None and not isinstance(ensemble_mode, str)
-    modes = [check_ensemble_mode(mode) for mode in (ensemble_mode if several else [ensemble_mode or config.ensemble_mode])]
-    if several and len(set(modes)) != len(modes):
-        raise ValueError(f"ensemble_mode lists a mode twice: {modes}.")
-    seen = geometric_seen_classes(vocabulary.entries, config.training_vocabulary) if "geometric" in modes else None
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator is not None else (0, 1)
-    shard = Subset(dataset, range(rank, len(dataset), world)) if world > 1 else dataset
+    indices = list(range(rank, len(dataset), world))
+    shard = Subset(dataset, indices) if world > 1 else dataset
     loader = DataLoader(shard, batch_size=batch_size, collate_fn=collator, num_workers=num_workers)
     device = next(model.parameters()).device
-    evaluators = {mode: PanopticEvaluator(vocabulary) for mode in modes}
-    stuff = vocabulary.stuff_label_ids
+    metrics = PanopticMetrics(
+        image_processor, vocabulary, model.config, ensemble_mode=ensemble_mode, seen_classes=seen_classes,
+        threshold=threshold, overlap_mask_area_threshold=overlap_mask_area_threshold,
+    )
     was_training = model.training
     model.eval()
     try:
+        position = 0
         for batch in tqdm(loader, desc="evaluating", disable=not show_progress or rank != 0):
-            ground_truth, sizes = batch.pop("ground_truth"), batch.pop("original_sizes")
-            outputs = model(**_to_device(batch, device))
-            for mode, evaluator in evaluators.items():
-                ensemble = {"ensemble_mode": mode, "config": config, "seen_classes": seen if mode == "geometric" else None}
-                panoptic = image_processor.post_process_panoptic_segmentation(
-                    outputs, threshold=threshold, overlap_mask_area_threshold=overlap_mask_area_threshold,
-                    label_ids_to_fuse=stuff, target_sizes=sizes, **ensemble,
-                )
-                instances = image_processor.post_process_instance_segmentation(
-                    outputs, target_sizes=sizes, return_binary_maps=True, stuff_label_ids=stuff, **ensemble
-                )
-                semantic = image_processor.post_process_semantic_segmentation(outputs, target_sizes=sizes, **ensemble)
-                for truth, panoptic_result, instance_result, semantic_map in zip(ground_truth, panoptic, instances, semantic):
-                    evaluator.update(truth, panoptic=panoptic_result, instances=_instances(instance_result), semantic=semantic_map)
+            inputs = {key: value for key, value in batch.items() if key not in _TARGET_KEYS}
+            outputs = model(**_to_device(inputs, device))
+            batch_indices = indices[position : position + batch["pixel_values"].shape[0]]
+            position += len(batch_indices)
+            metrics.update(outputs, [dataset.ground_truth(index) for index in batch_indices])
     finally:
         model.train(was_training)
 
-    metrics = {}
-    for mode, evaluator in evaluators.items():
-        if world > 1:
-            from accelerate.utils import gather_object
+    if world > 1:
+        from accelerate.utils import gather_object
 
-            gathered = gather_object([evaluator])
-            evaluator = gathered[0]
-            for other in gathered[1:]:
-                evaluator.merge(other)
-        prefix = f"{metric_key_prefix}_{mode}" if several else metric_key_prefix
-        metrics.update({f"{prefix}_{name}": value for name, value in evaluator.compute().items()})
-    return metrics
+        gathered = gather_object([metrics.evaluators])
+        metrics.reset()
+        for evaluators in gathered:
+            metrics.merge(evaluators)
+    return {f"{metric_key_prefix}_{name}": value for name, value in metrics.compute().items()}

@@ -17,7 +17,7 @@ import os
 import torch
 from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
+from transformers.utils.logging import tqdm
 
 
 FEATURE_KEYS = ("sam_image_embeddings", "clip_image_features")

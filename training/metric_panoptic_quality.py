@@ -45,6 +45,8 @@ class PanopticQualityResult:
 
     Attributes:
         all, things, stuff: means over the classes of each group that occur (NaN when none occurs).
+        seen, unseen: the same over the classes seen / not seen in training, when the accumulator knows them
+            (`is_seen`), else `None`.
         per_class: scores per contiguous label id (`n` = 1 if the class occurs, else 0 and all scores 0).
         tp, fp, fn, iou_sum: the per-class statistics behind the scores, each of length C.
     """
@@ -57,6 +59,8 @@ class PanopticQualityResult:
     fp: np.ndarray
     fn: np.ndarray
     iou_sum: np.ndarray
+    seen: PanopticQualityScores | None = None
+    unseen: PanopticQualityScores | None = None
 
 
 def _to_numpy_map(segment_ids, name: str) -> np.ndarray:
@@ -98,13 +102,18 @@ class PanopticQualityAccumulator:
 
     Args:
         is_thing: per contiguous label id, whether the class is a thing (else stuff).
+        is_seen: per contiguous label id, whether the class was seen in training; when given, `compute()` also
+            averages over the seen and the unseen classes (open-vocabulary evaluation).
     """
 
-    def __init__(self, is_thing: Sequence[bool]):
+    def __init__(self, is_thing: Sequence[bool], is_seen: Sequence[bool] | None = None):
         self.is_thing = np.asarray(list(is_thing), dtype=bool)
         if self.is_thing.size == 0:
             raise ValueError("is_thing is empty: the vocabulary needs at least one class.")
         num_classes = self.is_thing.size
+        self.is_seen = None if is_seen is None else np.asarray(list(is_seen), dtype=bool)
+        if self.is_seen is not None and self.is_seen.shape != self.is_thing.shape:
+            raise ValueError(f"is_seen has {self.is_seen.size} flags for {num_classes} classes; give one per class.")
         self.tp = np.zeros(num_classes, dtype=np.int64)
         self.fp = np.zeros(num_classes, dtype=np.int64)
         self.fn = np.zeros(num_classes, dtype=np.int64)
@@ -195,8 +204,8 @@ class PanopticQualityAccumulator:
 
     def merge(self, other: "PanopticQualityAccumulator") -> None:
         """Adds another accumulator's statistics (e.g. from another process) to this one."""
-        if not np.array_equal(other.is_thing, self.is_thing):
-            raise ValueError("Cannot merge PQ accumulators built for different vocabularies.")
+        if not np.array_equal(other.is_thing, self.is_thing) or not _same_flags(other.is_seen, self.is_seen):
+            raise ValueError("Cannot merge PQ accumulators built for different vocabularies or seen classes.")
         self.tp += other.tp
         self.fp += other.fp
         self.fn += other.fn
@@ -232,7 +241,15 @@ class PanopticQualityAccumulator:
             fp=self.fp.copy(),
             fn=self.fn.copy(),
             iou_sum=np.asarray(self.iou_sum, dtype=np.float64),
+            seen=None if self.is_seen is None else average(self.is_seen),
+            unseen=None if self.is_seen is None else average(~self.is_seen),
         )
+
+
+def _same_flags(first: np.ndarray | None, second: np.ndarray | None) -> bool:
+    return (first is None and second is None) or (
+        first is not None and second is not None and np.array_equal(first, second)
+    )
 
 
 def panoptic_quality(

@@ -1,11 +1,12 @@
 """One evaluator for PosSAM's three outputs: panoptic (PQ/SQ/RQ), instance (mask AP on things), semantic (mIoU).
 
 It consumes post-processing outputs image by image together with the decoded ground truth and returns one flat dict
-of percentages (the scale of the paper's tables and of detectron2's evaluators):
+of percentages (the scale of the paper's tables and of detectron2's evaluators), named in lowercase snake case:
 
-    PQ, SQ, RQ, PQ_th, SQ_th, RQ_th, PQ_st, SQ_st, RQ_st   from panoptic predictions
-    mAP, AP50, AP75                                          from instance predictions (thing classes)
-    mIoU, pACC                                               from semantic predictions
+    pq, sq, rq, pq_things, sq_things, rq_things, pq_stuff, sq_stuff, rq_stuff   from panoptic predictions
+    pq_seen, sq_seen, rq_seen, pq_unseen, sq_unseen, rq_unseen                   the same, when seen classes are given
+    map, ap50, ap75                                                             from instance predictions (things)
+    miou, pacc                                                                  from semantic predictions
 
 Only the metrics of the outputs that were given are reported; every image must give the same outputs.
 """
@@ -17,6 +18,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ..configuration import Vocabulary
+from ..processing.mase import seen_class_mask
 from .metric_mask_ap import MaskAPAccumulator
 from .metric_panoptic_quality import PanopticQualityAccumulator
 from .metric_semantic_iou import SemanticIoUAccumulator
@@ -55,19 +57,27 @@ class PanopticEvaluator:
         vocabulary: the evaluated vocabulary (label ids and thing/stuff flags); or give `is_thing` directly.
         is_thing: per label id, whether the class is a thing.
         ignore_index: value used for void in semantic ground-truth maps.
+        seen_classes: the classes seen in training, for PQ/SQ/RQ over seen and unseen classes separately: one bool
+            per label id, or class names (a class is seen when one of its names is among them, case-insensitive;
+            needs `vocabulary`), e.g. the training vocabulary's entries.
     """
 
     def __init__(
-        self, vocabulary: Vocabulary | None = None, is_thing: Sequence[bool] | None = None, ignore_index: int = 255
+        self,
+        vocabulary: Vocabulary | None = None,
+        is_thing: Sequence[bool] | None = None,
+        ignore_index: int = 255,
+        seen_classes: Sequence[bool] | Sequence[str] | None = None,
     ):
         if (vocabulary is None) == (is_thing is None):
             raise ValueError("Give exactly one of vocabulary or is_thing.")
         self.is_thing = list(vocabulary.is_thing if vocabulary is not None else is_thing)
+        self.is_seen = None if seen_classes is None else _seen_flags(seen_classes, vocabulary, len(self.is_thing))
         self.ignore_index = ignore_index
         self.reset()
 
     def reset(self) -> None:
-        self._panoptic = PanopticQualityAccumulator(self.is_thing)
+        self._panoptic = PanopticQualityAccumulator(self.is_thing, self.is_seen)
         self._instance = MaskAPAccumulator(self.is_thing)
         self._semantic = SemanticIoUAccumulator(len(self.is_thing), self.ignore_index)
         self._tasks: tuple[bool, bool, bool] | None = None
@@ -142,14 +152,31 @@ class PanopticEvaluator:
         with_panoptic, with_instances, with_semantic = self._tasks
         if with_panoptic:
             result = self._panoptic.compute()
-            for suffix, scores in (("", result.all), ("_th", result.things), ("_st", result.stuff)):
-                metrics[f"PQ{suffix}"] = 100.0 * scores.pq
-                metrics[f"SQ{suffix}"] = 100.0 * scores.sq
-                metrics[f"RQ{suffix}"] = 100.0 * scores.rq
+            groups = [("", result.all), ("_things", result.things), ("_stuff", result.stuff)]
+            if result.seen is not None:
+                groups += [("_seen", result.seen), ("_unseen", result.unseen)]
+            for suffix, scores in groups:
+                metrics[f"pq{suffix}"] = 100.0 * scores.pq
+                metrics[f"sq{suffix}"] = 100.0 * scores.sq
+                metrics[f"rq{suffix}"] = 100.0 * scores.rq
         if with_instances:
             ap = self._instance.compute()
-            metrics.update({"mAP": 100.0 * ap.ap, "AP50": 100.0 * ap.ap50, "AP75": 100.0 * ap.ap75})
+            metrics.update({"map": 100.0 * ap.ap, "ap50": 100.0 * ap.ap50, "ap75": 100.0 * ap.ap75})
         if with_semantic:
             iou = self._semantic.compute()
-            metrics.update({"mIoU": 100.0 * iou.miou, "pACC": 100.0 * iou.pixel_accuracy})
+            metrics.update({"miou": 100.0 * iou.miou, "pacc": 100.0 * iou.pixel_accuracy})
         return metrics
+
+
+def _seen_flags(seen_classes, vocabulary: Vocabulary | None, num_classes: int) -> list[bool]:
+    """One seen flag per label id from flags or from class names (see `PanopticEvaluator`)."""
+    seen_classes = list(seen_classes)
+    if all(isinstance(value, str) for value in seen_classes):
+        if vocabulary is None:
+            raise ValueError("seen_classes given as class names need the evaluated vocabulary (vocabulary=...).")
+        return seen_class_mask(vocabulary.entries, seen_classes).tolist()
+    if len(seen_classes) != num_classes or not all(isinstance(value, (bool, np.bool_)) for value in seen_classes):
+        raise ValueError(
+            f"seen_classes must be {num_classes} bools (one per label id) or class names, got {seen_classes[:5]}..."
+        )
+    return [bool(value) for value in seen_classes]

@@ -10,11 +10,12 @@ import torch.distributed as dist
 from transformers import set_seed
 
 from .. import PosSamModel, possam_preset
+from ..configuration.vocabulary import SHIPPED_VOCABULARIES, load_vocabulary
 from ..model_card import TRAINING_ARGS_NAME, save_results, tower_parameter_counts, write_model_card
 from ..processing import PosSamProcessor, embed_default_vocabulary
 from .arguments import DataArguments, ModelArguments, evaluation_data_name
 from .coco_panoptic import load_coco_panoptic
-from .checkpoint_checks import check_resume_checkpoint
+from .checkpoint_checks import check_resume_checkpoint, resolve_resume_checkpoint
 from .collator import PosSamDataCollator
 from .dataset import PanopticEvaluationDataset, PanopticTrainingDataset
 from .evaluation import evaluate_panoptic
@@ -83,6 +84,27 @@ def load_split(data_args: DataArguments, evaluation: bool = False):
     return dataset, vocabulary
 
 
+def seen_class_names(value: str | None) -> list[str] | None:
+    """`--seen_classes`: a shipped vocabulary name or a vocabulary file (its class entries), else comma-separated
+    class names."""
+    if not value:
+        return None
+    if value in SHIPPED_VOCABULARIES or os.path.isfile(value):
+        return load_vocabulary(value).entries
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        raise ValueError(f"--seen_classes {value!r} names no class.")
+    return names
+
+
+def ensemble_modes(data_args: DataArguments) -> str | list[str] | None:
+    """`--ensemble_mode`: one mode, or comma-separated modes evaluated on the same forward passes."""
+    if not data_args.ensemble_mode:
+        return None
+    modes = [mode.strip() for mode in data_args.ensemble_mode.split(",")]
+    return modes[0] if len(modes) == 1 else modes
+
+
 def evaluation_parts(model, processor, data_args: DataArguments):
     """(dataset, collator, vocabulary) of the evaluation split, or Nones when there is none."""
     dataset, vocabulary = load_split(data_args, evaluation=True)
@@ -94,7 +116,8 @@ def evaluation_parts(model, processor, data_args: DataArguments):
 
 def train(model_args: ModelArguments, data_args: DataArguments, training_args: PosSamTrainingArguments) -> dict:
     """Trains (or resumes), saves the model and processor to `output_dir`, evaluates if an eval split is given."""
-    resume = training_args.resume_from_checkpoint
+    # "last": the newest complete checkpoint of output_dir (newer partial ones are skipped with a warning).
+    resume = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     if isinstance(resume, str) and os.path.exists(resume):
         check_resume_checkpoint(resume)  # a damaged file fails at once in one line naming it, not deep in the Trainer
     set_seed(training_args.seed)  # a model built from a preset is then the same in every run with this seed
@@ -114,6 +137,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: P
             dataset, processor.image_processor, seed=training_args.seed,
             min_scale=data_args.min_scale, max_scale=data_args.max_scale,
         )
+    # The trained model answers `"geometric"` and seen/unseen metrics with its training classes.
+    model.config.training_vocabulary = vocabulary.entries
     trainer = PosSamTrainer(
         model=model,
         args=training_args,
@@ -123,11 +148,12 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: P
         processing_class=processor,
         eval_collator=eval_collator,
         eval_vocabulary=eval_vocabulary,
+        seen_classes=seen_class_names(data_args.seen_classes) or vocabulary.entries,
+        ensemble_mode=ensemble_modes(data_args),
     )
     result = trainer.train(resume_from_checkpoint=resume)
     metrics = dict(result.metrics)
     # The fine-tuned model answers with its training classes when asked without a vocabulary.
-    model.config.training_vocabulary = vocabulary.entries
     embed_default_vocabulary(model, processor, vocabulary)
     output_dir = training_args.output_dir
     if trainer.is_world_process_zero():
@@ -148,17 +174,17 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: P
 
 
 def evaluate(model_args: ModelArguments, data_args: DataArguments, accelerator) -> dict:
-    """Evaluates a model on the evaluation split: PQ/SQ/RQ (all, things, stuff), mask AP, mIoU. Under several
-    processes (`accelerate launch`, `torchrun`) each evaluates a share of the images."""
+    """Evaluates a model on the evaluation split: PQ/SQ/RQ (all, things, stuff; seen and unseen with
+    `--seen_classes`), mask AP, mIoU. Under several processes (`accelerate launch`, `torchrun`) each evaluates a share
+    of the images."""
     if not (data_args.eval_annotations or (data_args.dataset_name and data_args.eval_split)):
         raise ValueError("possam evaluate needs --eval_annotations and --eval_images, or --dataset_name and --eval_split.")
     model = build_model(model_args).to(accelerator.device)
     processor = build_processor(model, model_args.model_name_or_path)
     with accelerator.main_process_first():
         dataset, collator, vocabulary = evaluation_parts(model, processor, data_args)
-    modes = data_args.ensemble_mode.split(",") if data_args.ensemble_mode else None
     return evaluate_panoptic(
         model, dataset, collator, processor.image_processor, vocabulary,
         accelerator=accelerator, threshold=data_args.eval_threshold,
-        ensemble_mode=modes[0] if modes and len(modes) == 1 else modes,
+        ensemble_mode=ensemble_modes(data_args), seen_classes=seen_class_names(data_args.seen_classes),
     )

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pad_sequence
 from transformers import Trainer, TrainingArguments
 
 from ..loss import LOSS_NAMES
-from .evaluation import evaluate_panoptic
+from .panoptic_metrics import PanopticMetrics
 
 
 @dataclass
 class PosSamTrainingArguments(TrainingArguments):
     """`TrainingArguments` plus PosSAM's recipe options (SPEC §4). Defaults differ from transformers' where the
-    recipe says so: weight decay 0.05, full-model gradient clipping at 0.01, no column removal.
+    recipe says so: weight decay 0.05, full-model gradient clipping at 0.01, no column removal; and for evaluation
+    through the Trainer's own loop: `label_names=["mask_labels", "class_labels"]` (they give `eval_loss` and make the
+    loop call `compute_metrics`), `batch_eval_metrics=True` and `eval_do_concat_batches=False` (metrics accumulate
+    batch by batch: memory stays flat over the evaluation set).
 
     lr_milestones (`list[int]`, *optional*):
         Steps at which the learning rate is multiplied by `lr_decay_factor` (the COCO recipe: 327778 and 355092 of
@@ -29,6 +34,9 @@ class PosSamTrainingArguments(TrainingArguments):
     weight_decay: float = 0.05
     max_grad_norm: float = 0.01
     remove_unused_columns: bool = False
+    label_names: list[str] | None = field(default_factory=lambda: ["mask_labels", "class_labels"])
+    batch_eval_metrics: bool = True
+    eval_do_concat_batches: bool = False
     lr_milestones: list[int] | None = field(default=None, metadata={"help": "Steps where the LR is multiplied by lr_decay_factor."})
     lr_decay_factor: float = field(default=0.1, metadata={"help": "LR multiplier at each of lr_milestones."})
 
@@ -54,17 +62,39 @@ class PosSamTrainer(Trainer):
       interval and over processes.
     - No weight decay on norms, embeddings and scalars; gradient clipping over the whole model (`max_grad_norm`).
     - `lr_milestones` gives the recipe's step schedule.
-    - `evaluate` runs panoptic, instance and semantic inference on the evaluation dataset and reports PQ/SQ/RQ (all,
-      things, stuff), mask AP and mIoU (see `training.evaluation`).
+    - Evaluation and prediction run transformers' own loop (`evaluate`, `predict`, `eval_strategy`,
+      `metric_for_best_model="pq"` with `load_best_model_at_end`): the evaluation batches are collated with the
+      evaluated vocabulary (`eval_collator`), and `compute_metrics` defaults to a `PanopticMetrics` of
+      `eval_vocabulary` reporting `eval_pq`, `eval_sq`, `eval_rq` (all, `_things`, `_stuff`, and `_seen` / `_unseen`
+      with `seen_classes`), `eval_map`, `eval_ap50`, `eval_ap75`, `eval_miou`, `eval_pacc`, plus `eval_loss`.
     """
 
     # The model's loss is a mean over its own batch, not normalized by `num_items_in_batch`.
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args, eval_collator=None, eval_vocabulary=None, **kwargs):
-        """Takes the `Trainer` arguments plus, for `evaluate`: `eval_collator` (a `PosSamDataCollator` of the
-        evaluated vocabulary) and `eval_vocabulary` (its `Vocabulary`: thing/stuff flags). `processing_class` must be
-        the `PosSamProcessor` (or `PosSamImageProcessor`) whose post-processing evaluation uses."""
+    def __init__(
+        self, *args, eval_collator=None, eval_vocabulary=None, seen_classes=None, ensemble_mode=None, **kwargs
+    ):
+        """Takes the `Trainer` arguments plus, for evaluation and prediction: `eval_collator` (a `PosSamDataCollator`
+        of the evaluated vocabulary; default `data_collator`), `eval_vocabulary` (its `Vocabulary`: thing/stuff
+        flags), and for the default `compute_metrics`: `seen_classes` (training class names, for seen/unseen PQ) and
+        `ensemble_mode` (default `config.ensemble_mode`). `processing_class` must be the `PosSamProcessor` (or
+        `PosSamImageProcessor`) whose post-processing evaluation uses."""
+        model = kwargs.get("model", args[0] if args else None)
+        if kwargs.get("compute_metrics") is None and eval_vocabulary is not None and model is not None:
+            processing_class = kwargs.get("processing_class")
+            if processing_class is None:
+                raise ValueError(
+                    "PosSamTrainer evaluates with post-processing: pass processing_class=PosSamProcessor (or "
+                    "PosSamImageProcessor) along with eval_vocabulary."
+                )
+            kwargs["compute_metrics"] = PanopticMetrics(
+                getattr(processing_class, "image_processor", processing_class),
+                eval_vocabulary,
+                model.config,
+                ensemble_mode=ensemble_mode,
+                seen_classes=seen_classes,
+            )
         super().__init__(*args, **kwargs)
         self.eval_collator = eval_collator
         self.eval_vocabulary = eval_vocabulary
@@ -105,23 +135,38 @@ class PosSamTrainer(Trainer):
             self._created_lr_scheduler = True
         return super().create_scheduler(num_training_steps, optimizer)
 
-    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        dataset = self.eval_dataset if eval_dataset is None else eval_dataset
-        if dataset is None or self.eval_collator is None or self.eval_vocabulary is None:
-            raise ValueError("PosSamTrainer.evaluate needs an eval_dataset, eval_collator and eval_vocabulary.")
-        image_processor = getattr(self.processing_class, "image_processor", self.processing_class)
-        metrics = evaluate_panoptic(
-            self.accelerator.unwrap_model(self.model),
-            dataset,
-            self.eval_collator,
-            image_processor,
-            self.eval_vocabulary,
-            batch_size=self.args.per_device_eval_batch_size,
-            num_workers=self.args.dataloader_num_workers,
-            accelerator=self.accelerator,
-            metric_key_prefix=metric_key_prefix,
-            show_progress=not self.args.disable_tqdm,
-        )
-        self.log(metrics)
-        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
-        return metrics
+    @contextmanager
+    def _collating_evaluation_batches(self):
+        """Evaluation batches carry the evaluated vocabulary, which may differ from the training one."""
+        training_collator = self.data_collator
+        if self.eval_collator is not None:
+            self.data_collator = self.eval_collator
+        try:
+            yield
+        finally:
+            self.data_collator = training_collator
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        with self._collating_evaluation_batches():
+            return super().get_eval_dataloader(eval_dataset)
+
+    def get_test_dataloader(self, test_dataset):
+        with self._collating_evaluation_batches():
+            return super().get_test_dataloader(test_dataset)
+
+    def evaluation_loop(self, dataloader, *args, **kwargs):
+        if isinstance(self.compute_metrics, PanopticMetrics):
+            # The metrics compare predictions with the ground truth of the dataset this loop runs over.
+            self.compute_metrics.dataset = dataloader.dataset
+            self.compute_metrics.reset()
+        return super().evaluation_loop(dataloader, *args, **kwargs)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        loss, logits, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        if isinstance(labels, tuple) and "class_labels" in self.label_names:
+            # The metrics read the original-resolution ground truth from the dataset. Of the labels, only the class
+            # ids are kept, padded with -100 into one tensor: the loop pads and gathers it across processes, which it
+            # cannot do for lists of variable-size (segments, S, S) masks.
+            class_labels = labels[self.label_names.index("class_labels")]
+            labels = pad_sequence(list(class_labels), batch_first=True, padding_value=-100)
+        return loss, logits, labels

@@ -24,15 +24,17 @@ Args:
     reference_segments_info (`list` of `list` of `dict`): per image, `{"id", "label_id", "iscrowd"}` of each
         ground-truth segment.
     is_thing (`list` of `bool`): per label id, whether the class is a thing (else stuff).
+    is_seen (`list` of `bool`, *optional*): per label id, whether the class was seen in training.
 Returns:
-    `PQ`, `SQ`, `RQ`, `PQ_th`, `SQ_th`, `RQ_th`, `PQ_st`, `SQ_st`, `RQ_st` (percent; NaN for a group without any
-    occurring class), `n`, `n_th`, `n_st` (classes averaged) and `per_class_PQ` (percent, per label id).
+    `pq`, `sq`, `rq`, `pq_things`, `sq_things`, `rq_things`, `pq_stuff`, `sq_stuff`, `rq_stuff` (percent; NaN for a
+    group without any occurring class), `n`, `n_things`, `n_stuff` (classes averaged), the same with `_seen` and
+    `_unseen` when `is_seen` is given, and `per_class_pq` (percent, per label id).
 Examples:
     >>> metric = evaluate.load(EVALUATE_METRIC_DIR)
     >>> metric.compute(predictions=[[[1, 1], [0, 2]]], references=[[[1, 1], [0, 2]]],
     ...     prediction_segments_info=[[{"id": 1, "label_id": 0}, {"id": 2, "label_id": 1}]],
     ...     reference_segments_info=[[{"id": 1, "label_id": 0, "iscrowd": 0}, {"id": 2, "label_id": 1, "iscrowd": 0}]],
-    ...     is_thing=[True, False])["PQ"]
+    ...     is_thing=[True, False])["pq"]
     100.0
 """
 
@@ -73,20 +75,25 @@ class PanopticQuality(evaluate.Metric):
             reference_urls=["https://github.com/cocodataset/panopticapi"],
         )
 
-    def _compute(self, predictions, references, prediction_segments_info, reference_segments_info, is_thing=None):
+    def _compute(
+        self, predictions, references, prediction_segments_info, reference_segments_info, is_thing=None, is_seen=None
+    ):
         if is_thing is None:
             raise ValueError("Pass is_thing=[...] (one bool per label id) to compute().")
-        accumulator = PanopticQualityAccumulator(is_thing)
+        accumulator = PanopticQualityAccumulator(is_thing, is_seen)
         for prediction, reference, prediction_info, reference_info in zip(
             predictions, references, prediction_segments_info, reference_segments_info
         ):
             accumulator.update(reference, reference_info, prediction, prediction_info)
         result = accumulator.compute()
         metrics = {}
-        for suffix, scores in (("", result.all), ("_th", result.things), ("_st", result.stuff)):
-            metrics[f"PQ{suffix}"] = 100.0 * scores.pq
-            metrics[f"SQ{suffix}"] = 100.0 * scores.sq
-            metrics[f"RQ{suffix}"] = 100.0 * scores.rq
+        groups = [("", result.all), ("_things", result.things), ("_stuff", result.stuff)]
+        if result.seen is not None:
+            groups += [("_seen", result.seen), ("_unseen", result.unseen)]
+        for suffix, scores in groups:
+            metrics[f"pq{suffix}"] = 100.0 * scores.pq
+            metrics[f"sq{suffix}"] = 100.0 * scores.sq
+            metrics[f"rq{suffix}"] = 100.0 * scores.rq
             metrics[f"n{suffix}"] = scores.n
-        metrics["per_class_PQ"] = [100.0 * scores.pq for scores in result.per_class]
+        metrics["per_class_pq"] = [100.0 * scores.pq for scores in result.per_class]
         return metrics
