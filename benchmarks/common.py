@@ -15,13 +15,14 @@ import sys
 import time
 
 import torch
+from torch import nn
 
 
-def interleaved_median_seconds(functions: dict, warmup: int = 1, repeats: int = 3) -> dict:
-    """Median wall time of each `functions[name]()` over `repeats` rounds, after `warmup` untimed rounds.
+def interleaved_seconds(functions: dict, warmup: int = 1, repeats: int = 3) -> dict:
+    """Wall times of each `functions[name]()` in `repeats` rounds (a list per name), after `warmup` untimed rounds.
 
     Each round calls every function once, in turn, so that a machine that speeds up or slows down during the run
-    affects all of them alike and the ratios between them stay meaningful.
+    affects all of them alike and the ratios between them stay meaningful; a ratio computed per round shows its spread.
     """
     for _ in range(warmup):
         for function in functions.values():
@@ -32,7 +33,17 @@ def interleaved_median_seconds(functions: dict, warmup: int = 1, repeats: int = 
             start = time.perf_counter()
             function()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+    return times
+
+
+def interleaved_median_seconds(functions: dict, warmup: int = 1, repeats: int = 3) -> dict:
+    """Median over the rounds of [`interleaved_seconds`]."""
+    return {name: statistics.median(values) for name, values in interleaved_seconds(functions, warmup, repeats).items()}
+
+
+def spread(values: list[float], fmt: str = "{:.1%}") -> str:
+    """"min-max" of per-round values, for reporting next to their median."""
+    return f"{fmt.format(min(values))}-{fmt.format(max(values))}"
 
 
 def median_seconds(function, warmup: int = 1, repeats: int = 3) -> float:
@@ -85,3 +96,78 @@ def write_report(name: str, results: dict, rows: list[tuple[str, str, str, str]]
 
 def verdict(ok: bool) -> str:
     return "yes" if ok else "**no**"
+
+
+def variance_preserving_init_(*towers: nn.Module) -> None:
+    """Re-initializes every linear and convolution of `towers` with std = 1 / sqrt(fan_in) and zero bias.
+
+    Random towers stand in for pretrained ones in the benchmarks, and their timings are only meaningful if their
+    activations have the magnitude real weights give. The presets' SAM tower uses transformers' `SamVisionConfig`
+    default `initializer_range=1e-10`: its output for a real image peaks near 1e-19, so every matrix product runs on
+    denormal numbers, several times slower on a CPU. Fan-in scaling keeps each layer's output variance near its
+    input's, as trained weights roughly do.
+    """
+    for tower in towers:
+        for module in tower.modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+                fan_in = module.weight[0].numel() if not isinstance(module, nn.ConvTranspose2d) else module.weight[:, 0].numel()
+                with torch.no_grad():
+                    module.weight.normal_(0.0, fan_in**-0.5)
+                    if module.bias is not None:
+                        module.bias.zero_()
+
+
+def _tensors(value):
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, dict) or hasattr(value, "values"):
+        for item in value.values():
+            yield from _tensors(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _tensors(item)
+
+
+def check_activations(name: str, value, collapse_below: float = 1e-4) -> None:
+    """Fails loudly if a floating tensor in `value` holds denormals, non-finite numbers, or collapsed to ~0.
+
+    A stage whose inputs or outputs are denormal times the CPU's slow path for tiny numbers, not the model.
+    """
+    for tensor in _tensors(value):
+        if not tensor.is_floating_point() or tensor.numel() == 0:
+            continue
+        values = tensor.detach().float()
+        magnitude = values.abs()
+        denormals = int(((magnitude > 0) & (magnitude < torch.finfo(torch.float32).tiny)).sum())
+        if denormals or not bool(torch.isfinite(values).all()) or float(magnitude.max()) < collapse_below:
+            raise RuntimeError(
+                f"{name}: unrealistic activations (shape {tuple(tensor.shape)}, largest |x| = {float(magnitude.max()):.3g}, "
+                f"{denormals} denormals); timings would measure the initialization, not the model"
+            )
+
+
+class ActivationGuard:
+    """Context manager: checks the inputs and outputs of the named modules on every call (`check_activations`).
+
+    Used for one untimed call before timing, so the hooks cost nothing in the timed rounds.
+    """
+
+    def __init__(self, modules: dict):
+        self.modules = modules
+        self.checked: list[str] = []
+        self._handles = []
+
+    def __enter__(self):
+        for name, module in self.modules.items():
+            def hook(module, args, kwargs, output, name=name):
+                check_activations(f"{name} input", (args, kwargs))
+                check_activations(f"{name} output", output)
+                self.checked.append(name)
+
+            self._handles.append(module.register_forward_hook(hook, with_kwargs=True))
+        return self
+
+    def __exit__(self, *exc_info):
+        for handle in self._handles:
+            handle.remove()
+        return False

@@ -33,6 +33,7 @@ from .clip_towers import PosSamClip
 from .configuration import PosSamConfig
 from .configuration.remote_code import SavesRemoteCode
 from .decoder import PosSamTransformerDecoder, ResizedMaskFeatures
+from .deformable_attention import PosSamPixelDecoder
 from .fpn import PosSamFeaturePyramid
 from .heads import PosSamIouHead
 from .loading import load_pretrained
@@ -143,7 +144,7 @@ class PosSamModel(PosSamPreTrainedModel):
         self.clip = PosSamClip(config.clip_config)
         self.fpn = PosSamFeaturePyramid(config.sam_vision_config.output_channels, config.fpn_hidden_size)
         mask2former_config = config.to_mask2former_config()
-        self.pixel_decoder = Mask2FormerPixelDecoder(mask2former_config, feature_channels=[config.fpn_hidden_size] * 4)
+        self.pixel_decoder = PosSamPixelDecoder(mask2former_config, feature_channels=[config.fpn_hidden_size] * 4)
         self.transformer_decoder = PosSamTransformerDecoder(in_features=config.feature_size, config=mask2former_config)
         self.iou_head = PosSamIouHead(config)
         self.ldp = PosSamLocalDiscriminativePooling(config)
@@ -258,6 +259,10 @@ class PosSamModel(PosSamPreTrainedModel):
         device = self._text_device()
         cached = self.text_classifier.cached(key)
         if cached is None:
+            cached = self.text_classifier.load_from_disk(key, self.clip.text)
+            if cached is not None:
+                self.text_classifier.remember(key, cached)
+        if cached is None:
             with torch.no_grad():
                 prompt_embeddings = torch.cat(
                     [
@@ -270,9 +275,20 @@ class PosSamModel(PosSamPreTrainedModel):
                 )
                 cached = average_prompt_embeddings(prompt_embeddings, prompt_to_synonym.to(device), synonym_to_class.to(device))
             self.text_classifier.remember(key, cached)
+            self.text_classifier.save_to_disk(key, self.clip.text, cached)
         return PosSamTextEmbeddings(
             synonym_embeddings=cached.synonym_embeddings.to(device), synonym_to_class=cached.synonym_to_class.to(device)
         )
+
+    def compile_stages(self, stages: tuple[str, ...] = ("fpn", "pixel_decoder", "transformer_decoder"), **compile_kwargs) -> None:
+        """Compiles PosSAM's heavy stages in place with `torch.compile` (each traces into one graph).
+
+        The first call of each compiled stage compiles it (about a minute for the pixel decoder on a CPU); later calls
+        reuse the compiled code as long as input shapes do not change. Pass `"sam"` or `"clip"` in `stages` to
+        compile the frozen towers too. `compile_kwargs` go to `torch.compile` (e.g. `mode="max-autotune"`).
+        """
+        for name in stages:
+            getattr(self, name).compile(**compile_kwargs)
 
     def set_default_vocabulary(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -18,6 +19,10 @@ from possam import PosSamModel, possam_preset  # noqa: E402
 
 
 IMAGE_SIZE = 128  # the tiny preset's SAM input size
+
+# Tests count text-tower calls per process; a text-embedding disk cache shared between tests (and with the user's
+# ~/.cache) would answer them. tests/test_text_cache.py turns it on explicitly, in a temporary directory.
+os.environ["POSSAM_NO_TEXT_CACHE"] = "1"
 
 
 def make_vocabulary(num_classes: int, synonyms_per_class: int = 2, templates: int = 2, seed: int = 0) -> dict:

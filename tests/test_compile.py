@@ -43,3 +43,35 @@ def test_stage_traces_into_one_graph(stages, stage):
         explanation = dynamo.explain(module)(*arguments)
     assert explanation.graph_break_count == 0, [str(reason.reason) for reason in explanation.break_reasons]
     assert explanation.graph_count == 1
+
+
+def test_compile_stages_compiles_in_place_and_keeps_outputs():
+    model = tiny_model().eval()
+    embeddings = torch.randn(1, model.config.sam_vision_config.output_channels, 8, 8)
+    with torch.no_grad():
+        expected = model.fpn(embeddings)
+        model.compile_stages(stages=("fpn",))
+        assert model.fpn._compiled_call_impl is not None and model.pixel_decoder._compiled_call_impl is None
+        compiled = model.fpn(embeddings)
+    for ours, reference in zip(compiled, expected):
+        torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+
+
+def test_predict_compile_flag_compiles_the_stages(tmp_path, monkeypatch):
+    import numpy as np
+    import PIL.Image
+
+    from conftest import tiny_processor
+    from possam import PosSamModel
+    from possam.processing.predict_cli import main
+
+    checkpoint = tmp_path / "model"
+    tiny_model().save_pretrained(checkpoint)
+    tiny_processor().save_pretrained(checkpoint)
+    image = tmp_path / "photo.png"
+    PIL.Image.fromarray(np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)).save(image)
+    compiled = []
+    monkeypatch.setattr(PosSamModel, "compile_stages", lambda self, *args, **kwargs: compiled.append(type(self)))
+    arguments = [str(image), "--model", str(checkpoint), "--labels", "cat,dog", "--out", str(tmp_path / "out")]
+    assert main(arguments) == 0 and compiled == []
+    assert main(arguments + ["--compile"]) == 0 and compiled == [PosSamModel]
