@@ -139,8 +139,11 @@ class PosSamPixelDecoder(Mask2FormerPixelDecoder):
 
     def __init__(self, config, feature_channels):
         super().__init__(config, feature_channels)
-        for layer in self.encoder.layers:
-            attention = layer.self_attn
-            layer.self_attn = PosSamMultiscaleDeformableAttention(
-                attention.d_model, attention.n_heads, attention.n_levels, attention.n_points
-            )
+        # The replacements are built on a forked RNG: the random stream, hence every later part of a seeded model, stays
+        # exactly as transformers' pixel decoder leaves it (their weights are initialized by `post_init` anyway).
+        with torch.random.fork_rng(devices=[]):
+            for layer in self.encoder.layers:
+                attention = layer.self_attn
+                layer.self_attn = PosSamMultiscaleDeformableAttention(
+                    attention.d_model, attention.n_heads, attention.n_levels, attention.n_points
+                )
