@@ -62,6 +62,14 @@ class PanopticQualityResult:
     seen: PanopticQualityScores | None = None
     unseen: PanopticQualityScores | None = None
 
+    def groups(self) -> list[tuple[str, PanopticQualityScores]]:
+        """`(suffix, scores)` per reported group, suffixes as in metric names: "", "_things", "_stuff", and
+        "_seen", "_unseen" when seen classes are known (`pq_seen`, ...)."""
+        groups = [("", self.all), ("_things", self.things), ("_stuff", self.stuff)]
+        if self.seen is not None:
+            groups += [("_seen", self.seen), ("_unseen", self.unseen)]
+        return groups
+
 
 def _to_numpy_map(segment_ids, name: str) -> np.ndarray:
     array = np.asarray(segment_ids.cpu() if hasattr(segment_ids, "cpu") else segment_ids)

@@ -152,10 +152,7 @@ class PanopticEvaluator:
         with_panoptic, with_instances, with_semantic = self._tasks
         if with_panoptic:
             result = self._panoptic.compute()
-            groups = [("", result.all), ("_things", result.things), ("_stuff", result.stuff)]
-            if result.seen is not None:
-                groups += [("_seen", result.seen), ("_unseen", result.unseen)]
-            for suffix, scores in groups:
+            for suffix, scores in result.groups():
                 metrics[f"pq{suffix}"] = 100.0 * scores.pq
                 metrics[f"sq{suffix}"] = 100.0 * scores.sq
                 metrics[f"rq{suffix}"] = 100.0 * scores.rq

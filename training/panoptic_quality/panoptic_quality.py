@@ -87,10 +87,7 @@ class PanopticQuality(evaluate.Metric):
             accumulator.update(reference, reference_info, prediction, prediction_info)
         result = accumulator.compute()
         metrics = {}
-        groups = [("", result.all), ("_things", result.things), ("_stuff", result.stuff)]
-        if result.seen is not None:
-            groups += [("_seen", result.seen), ("_unseen", result.unseen)]
-        for suffix, scores in groups:
+        for suffix, scores in result.groups():
             metrics[f"pq{suffix}"] = 100.0 * scores.pq
             metrics[f"sq{suffix}"] = 100.0 * scores.sq
             metrics[f"rq{suffix}"] = 100.0 * scores.rq
