@@ -1,7 +1,7 @@
 """Open-vocabulary ablation: what the pretrained CLIP, MASE and LDP each add on classes PosSAM never had labels for.
 
-    python benchmarks/open_vocabulary.py --quick        # 300 CLIP steps, 400 PosSAM steps per model
-    python benchmarks/open_vocabulary.py                # the demo's defaults (600 CLIP steps, 1500 PosSAM steps)
+    python benchmarks/open_vocabulary.py --quick        # 300 CLIP steps, 400 PosSAM steps per model (possam demo's defaults)
+    python benchmarks/open_vocabulary.py                # the longer recipe (600 CLIP steps, 1500 PosSAM steps)
 
 In the synthetic open-vocabulary world (`possam.training.open_vocabulary_world`: 12 thing + 6 stuff classes, 6 of
 them unseen), PosSAM-tiny is trained on the seen classes' labels once per (CLIP towers, LDP fusion):

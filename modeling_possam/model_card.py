@@ -242,7 +242,7 @@ list of class names. This model pairs a frozen **SAM ViT-{sam_size(config).capit
 
 | parameters | count |
 |---|---:|
-| frozen (SAM + CLIP) | {counts['frozen']:,} |
+| frozen (SAM encoder and prompt decoder, CLIP) | {counts['frozen']:,} |
 | trainable | {counts['trainable']:,} |
 
 ## Results

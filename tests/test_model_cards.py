@@ -48,8 +48,9 @@ def test_save_pretrained_writes_a_card_that_says_the_towers_are_random(tmp_path)
     assert metadata["license"] == "apache-2.0" and "possam" in metadata["tags"]
     assert "base_model" not in metadata and "model-index" not in metadata
     assert "towers of this model are randomly initialized" in card and "has not been trained" in card
-    frozen = sum(p.numel() for p in model.sam.parameters()) + sum(p.numel() for p in model.clip.parameters())
-    assert f"| frozen (SAM + CLIP) | {frozen:,} |" in card
+    frozen_parts = (model.sam, model.sam_prompt_decoder, model.clip)
+    frozen = sum(p.numel() for part in frozen_parts for p in part.parameters())
+    assert f"| frozen (SAM encoder and prompt decoder, CLIP) | {frozen:,} |" in card
 
 
 def test_base_model_lists_only_hub_ids(tmp_path):

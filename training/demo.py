@@ -35,10 +35,10 @@ SCENE_SIZE = 384
 def _parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("--output_dir", default="possam-demo", help="where data, CLIP, model and predictions go")
-    parser.add_argument("--steps", type=int, default=1500, help="PosSAM training steps (batch 4)")
-    parser.add_argument("--clip_steps", type=int, default=600, help="toy CLIP pretraining steps (0: random CLIP)")
-    parser.add_argument("--num_train_images", type=int, default=96)
-    parser.add_argument("--num_eval_images", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=400, help="PosSAM training steps (batch 4)")
+    parser.add_argument("--clip_steps", type=int, default=300, help="toy CLIP pretraining steps (0: random CLIP)")
+    parser.add_argument("--num_train_images", type=int, default=64)
+    parser.add_argument("--num_eval_images", type=int, default=24)
     parser.add_argument("--labels", default=None,
                         help="vocabulary for the held-out scenes, comma-separated classes, '|' between synonyms "
                              "(default: all 18 classes of the world, seen and unseen)")
