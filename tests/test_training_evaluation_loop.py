@@ -16,6 +16,8 @@ import pytest
 import torch
 from conftest import tiny_model, tiny_processor
 from safetensors.torch import load_file
+from test_training_trainer import make_trainer as make_synthetic_trainer
+from test_training_trainer import splits_and_vocabularies
 from transformers import Trainer, TrainingArguments
 
 from possam.cli import main as possam_main
@@ -24,10 +26,7 @@ from possam.training import (
     PanopticMetrics,
     PanopticTrainingDataset,
     PosSamDataCollator,
-    PosSamTrainer,
-    PosSamTrainingArguments,
     evaluate_panoptic,
-    load_coco_panoptic,
 )
 from possam.training.checkpoint_checks import last_complete_checkpoint
 
@@ -36,30 +35,10 @@ PANOPTIC_KEYS = {f"{metric}{group}" for metric in ("pq", "sq", "rq") for group i
 METRIC_KEYS = PANOPTIC_KEYS | {"map", "ap50", "ap75", "miou", "pacc"}
 
 
-def splits_and_vocabularies(splits):
-    train, vocabulary = load_coco_panoptic(splits["train"].json_path, splits["train"].image_dir, synonyms_from=splits["train"].vocabulary_path)
-    val, val_vocabulary = load_coco_panoptic(splits["val"].json_path, splits["val"].image_dir, synonyms_from=splits["val"].vocabulary_path)
-    return train, vocabulary, val, val_vocabulary
-
-
 def make_trainer(splits, output_dir, model=None, **overrides):
-    processor = tiny_processor()
-    train, vocabulary, val, val_vocabulary = splits_and_vocabularies(splits)
-    arguments = {
-        "output_dir": str(output_dir), "max_steps": 2, "per_device_train_batch_size": 2, "per_device_eval_batch_size": 3,
-        "learning_rate": 1e-3, "logging_steps": 1, "save_strategy": "no", "report_to": "none", "use_cpu": True,
-        "disable_tqdm": True, "seed": 0, "data_seed": 0, **overrides,
-    }
-    return PosSamTrainer(
-        model=model if model is not None else tiny_model(),
-        args=PosSamTrainingArguments(**arguments),
-        train_dataset=PanopticTrainingDataset(train, processor.image_processor, seed=0),
-        eval_dataset=PanopticEvaluationDataset(val, processor.image_processor),
-        data_collator=PosSamDataCollator(processor.encode_vocabulary(vocabulary)),
-        processing_class=processor,
-        eval_collator=PosSamDataCollator(processor.encode_vocabulary(val_vocabulary)),
-        eval_vocabulary=val_vocabulary,
-        seen_classes=vocabulary.entries[:2],
+    """test_training_trainer's trainer: 2 steps, evaluation batches of 3 (the last one padded), 2 seen classes."""
+    return make_synthetic_trainer(
+        splits, output_dir, model, num_seen_classes=2, **{"max_steps": 2, "per_device_eval_batch_size": 3, **overrides}
     )
 
 

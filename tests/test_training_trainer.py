@@ -22,10 +22,17 @@ from possam.training import (
 from possam.training.trainer import no_decay_parameter_names
 
 
-def make_trainer(splits, output_dir, model=None, callbacks=None, **overrides):
-    processor = tiny_processor()
+def splits_and_vocabularies(splits):
     train, vocabulary = load_coco_panoptic(splits["train"].json_path, splits["train"].image_dir, synonyms_from=splits["train"].vocabulary_path)
     val, val_vocabulary = load_coco_panoptic(splits["val"].json_path, splits["val"].image_dir, synonyms_from=splits["val"].vocabulary_path)
+    return train, vocabulary, val, val_vocabulary
+
+
+def make_trainer(splits, output_dir, model=None, callbacks=None, num_seen_classes=None, **overrides):
+    """A PosSamTrainer of the tiny model on the synthetic splits; `num_seen_classes`: the first training classes count as
+    seen in evaluation (`pq_seen` / `pq_unseen`)."""
+    processor = tiny_processor()
+    train, vocabulary, val, val_vocabulary = splits_and_vocabularies(splits)
     arguments = {
         "output_dir": str(output_dir), "max_steps": 4, "per_device_train_batch_size": 2, "learning_rate": 1e-3,
         "logging_steps": 1, "save_strategy": "no", "report_to": "none", "use_cpu": True, "disable_tqdm": True,
@@ -41,6 +48,7 @@ def make_trainer(splits, output_dir, model=None, callbacks=None, **overrides):
         eval_collator=PosSamDataCollator(processor.encode_vocabulary(val_vocabulary)),
         eval_vocabulary=val_vocabulary,
         callbacks=callbacks,
+        seen_classes=vocabulary.entries[:num_seen_classes] if num_seen_classes else None,
     )
 
 
