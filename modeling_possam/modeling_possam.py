@@ -33,7 +33,7 @@ from .clip_towers import PosSamClip
 from .configuration import PosSamConfig
 from .configuration.remote_code import SavesRemoteCode
 from .decoder import PosSamTransformerDecoder, ResizedMaskFeatures
-from .deformable_attention import PosSamPixelDecoder
+from .pixel_decoder import PosSamPixelDecoder
 from .fpn import PosSamFeaturePyramid
 from .heads import PosSamIouHead
 from .loading import load_pretrained
@@ -85,7 +85,7 @@ class PosSamPreTrainedModel(SavesRemoteCode, PreTrainedModel):
         "SamVisionLayer",
         "ConvNextStage",
         "CLIPEncoderLayer",
-        "Mask2FormerPixelDecoderEncoderLayer",
+        "PosSamPixelDecoderEncoderLayer",
         "Mask2FormerMaskedAttentionDecoderLayer",
     ]
 
