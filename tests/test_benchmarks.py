@@ -49,3 +49,27 @@ def test_gpu_script_dry_run(tmp_path):
     report = json.loads((tmp_path / "gpu_cpu-dry-run.json").read_text())
     assert report["seconds"]["deformable_attention_possam_forward_float32"] > 0
     assert "deformable attention forward float32: PosSAM / transformers" in (tmp_path / "gpu_cpu-dry-run.md").read_text()
+
+
+def test_inference_benchmark_reports_every_measurement(tmp_path):
+    result = subprocess.run(
+        [sys.executable, os.path.join(BENCHMARKS, "benchmark_inference.py"), "--preset", "tiny", "--repeats", "1",
+         "--no-peer", "--text-cache-classes", "5", "--output-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "inference_tiny.json").read_text())
+    stages = ("sam_encoder", "clip_encoder", "fpn", "fpn_and_pixel_decoder", "fpn_and_pixel_decoder_bf16_autocast",
+              "transformer_decoder", "ldp_iou_and_classifiers", "post_processing_panoptic", "end_to_end")
+    assert all(len(report["rounds"][stage]) == 1 and report["seconds"][stage] > 0 for stage in stages)
+    assert report["text_tower_calls_when_cached"] == 0
+    assert (report["text_tower_calls_first_process"], report["text_tower_calls_second_process"]) == (1, 0)
+    # The arithmetic floor is the FLOP count over the matmul rate measured in the same round (one round here).
+    assert report["fpn_and_pixel_decoder_gflop"] > 0 and report["matmul_gflop_per_second"] > 1
+    assert report["fpn_and_pixel_decoder_arithmetic_floor_seconds"] == pytest.approx(
+        report["fpn_and_pixel_decoder_gflop"] / report["matmul_gflop_per_second"]
+    )
+    assert report["seconds"]["float32_matmul_4096"] == pytest.approx(2 * 4096**3 / 1e9 / report["matmul_gflop_per_second"])
+    table = (tmp_path / "inference_tiny.md").read_text()
+    assert "| FPN + pixel decoder under CPU bfloat16 autocast (s) |" in table
+    assert "| text-tower calls in the second process | 0 | 0 | yes |" in table
