@@ -1,7 +1,8 @@
 """Masked-attention transformer decoder: Mask2Former's, driven so that no mask is computed at a size nobody uses.
 
 The modules (query embeddings, level embeddings, decoder layers, the mask MLP) are transformers' own
-`Mask2FormerTransformerModule`; only the loop over its layers is PosSAM's. Mask2Former predicts a full-resolution
+`Mask2FormerTransformerModule`; only the loop over its layers is PosSAM's, and each layer's cross-attention is
+[`PosSamMaskedCrossAttention`] (same parameters, `scaled_dot_product_attention` with one mask for all heads). Mask2Former predicts a full-resolution
 (stride 4) mask after every layer and resizes it to the next layer's key resolution (stride 32, 16 or 8) to build that
 layer's attention mask. A mask is a dot product of a query embedding with the per-pixel `mask_features`, and bilinear
 resizing is linear, so resizing the features before the dot product gives the same low-resolution mask as resizing
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 from transformers.models.mask2former.modeling_mask2former import Mask2FormerTransformerModule
 
+from .masked_attention import PosSamMaskedCrossAttention
 from .outputs import PosSamDecoderOutput
 
 
@@ -48,6 +50,16 @@ class ResizedMaskFeatures:
 
 class PosSamTransformerDecoder(Mask2FormerTransformerModule):
     """Mask2Former's masked-attention decoder and mask head; returns every prediction's query states and masks."""
+
+    def __init__(self, in_features: int, config):
+        super().__init__(in_features=in_features, config=config)
+        for layer in self.decoder.layers:
+            stock = layer.cross_attn
+            # Built on a forked RNG and given the stock module's weights: a seeded model initializes exactly as with
+            # transformers' layers.
+            with torch.random.fork_rng(devices=[]):
+                layer.cross_attn = PosSamMaskedCrossAttention(stock.embed_dim, stock.num_heads, stock.dropout)
+            layer.cross_attn.load_state_dict(stock.state_dict())
 
     def forward(
         self,
@@ -119,11 +131,10 @@ class PosSamTransformerDecoder(Mask2FormerTransformerModule):
         )
 
     def _attention_mask(self, mask_logits: torch.Tensor) -> torch.Tensor:
-        """`(batch, K, h, w)` logits -> `(batch * heads, K, h * w)` boolean mask, True = may not attend.
+        """`(batch, K, h, w)` logits -> `(batch, 1, K, h * w)` boolean mask for all heads, True = may not attend.
 
         A query attends only where its mask is foreground (sigmoid >= 0.5, i.e. logit >= 0). A query whose mask is
         empty at this resolution would attend to nothing, so it attends everywhere instead.
         """
         blocked = (mask_logits < 0).flatten(2)
-        blocked = blocked & ~blocked.all(dim=-1, keepdim=True)
-        return blocked.repeat_interleave(self.decoder.mask_predictor.num_heads, dim=0)
+        return (blocked & ~blocked.all(dim=-1, keepdim=True))[:, None]
