@@ -61,6 +61,28 @@ def weighted_point_dice(point_logits: torch.Tensor, point_labels: torch.Tensor, 
     return 1 - (numerator + 1) / (denominator + 1)
 
 
+def matched_mask_logits(
+    mask_embeddings: torch.Tensor, mask_features: torch.Tensor, image_index: torch.Tensor
+) -> torch.Tensor:
+    """Full-resolution mask logits of the `N` matched queries only, from their embeddings and their images' features.
+
+    Args:
+        mask_embeddings: `(N, C)` the matched queries' mask embeddings, N >= 1.
+        mask_features: `(batch, C, h, w)` the per-pixel embeddings.
+        image_index: `(N,)` each query's image, in non-decreasing order.
+
+    Returns:
+        `(N, h, w)` mask logits, equal to the same rows of `mask_logits(all embeddings, mask_features)`.
+    """
+    images, counts = torch.unique_consecutive(image_index, return_counts=True)
+    return torch.cat(
+        [
+            torch.einsum("nc,chw->nhw", embeddings, mask_features[image])
+            for image, embeddings in zip(images.tolist(), mask_embeddings.split(counts.tolist()))
+        ]
+    )
+
+
 class PosSamLoss(Mask2FormerLoss):
     """Losses of every decoder prediction; see the module docstring. Holds no parameters or buffers."""
 
@@ -104,15 +126,25 @@ class PosSamLoss(Mask2FormerLoss):
         normalizer = average_over_processes(target_weights.sum()).clamp(min=1e-6)
         return {"loss_cross_entropy": (losses * target_weights).sum() / normalizer}
 
-    def loss_masks(self, masks_queries_logits, padded_mask_labels, indices, num_masks, valid_mask=None):
+    def loss_masks(
+        self, masks_queries_logits, padded_mask_labels, indices, num_masks, valid_mask=None, mask_embeddings=None,
+        mask_features=None,
+    ):
         """Point-sampled BCE and Dice of matched masks; points outside `valid_mask` do not count.
 
         `padded_mask_labels` is `(batch, max_segments, H, W)`: every image's masks, zero-padded to the batch's largest
-        segment count (padded once per batch, not once per prediction).
+        segment count (padded once per batch, not once per prediction). With the prediction's `mask_embeddings`
+        `(batch, K, C)` and the `mask_features` `(batch, C, h, w)` the masks were made of, the matched masks (the only
+        way the mask losses reach the model) are recomputed from them ([`matched_mask_logits`]): the same values, and
+        the backward pass goes through an `N x C x h x w` product for the N matched queries instead of the
+        `K x C x h x w` product of all K queries (for PosSAM-B, 10 segments instead of 250 queries, ten times per step).
         """
         prediction_index = self._get_predictions_permutation_indices(indices)
         target_index = self._get_targets_permutation_indices(indices)
-        predicted = masks_queries_logits[prediction_index].unsqueeze(1)
+        if mask_embeddings is None or len(target_index[0]) == 0:
+            predicted = masks_queries_logits[prediction_index].unsqueeze(1)
+        else:
+            predicted = matched_mask_logits(mask_embeddings[prediction_index], mask_features, prediction_index[0])[:, None]
         targets = padded_mask_labels[target_index].unsqueeze(1).to(predicted.dtype)
 
         with torch.no_grad():
@@ -183,15 +215,18 @@ class PosSamLoss(Mask2FormerLoss):
         mask_labels: list[torch.Tensor],
         class_labels: list[torch.Tensor],
         valid_mask: torch.Tensor | None = None,
+        mask_features: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """
         Args:
             predictions: one dict per supervised decoder prediction, in decoder order (the last is the final one),
                 with `class_queries_logits` `(batch, K, C + 1)`, `masks_queries_logits` `(batch, K, h, w)` and
-                `iou_scores` `(batch, K)`.
+                `iou_scores` `(batch, K)`, and optionally the `mask_embeddings` `(batch, K, C)` the masks were made of.
             mask_labels: per image, `(num_segments, H, W)` binary masks on the padded input canvas.
             class_labels: per image, `(num_segments,)` class indices into the call's vocabulary.
             valid_mask: `(batch, H, W)`, 1 where pixels are supervised; `None` supervises every pixel.
+            mask_features: `(batch, C, h, w)`, with the predictions' `mask_embeddings`: the matched masks are then
+                recomputed from them for the mask losses (see `loss_masks`).
 
         Returns:
             Unweighted losses: `loss_cross_entropy`, `loss_mask`, `loss_dice`, `loss_iou` for the final prediction and
@@ -208,7 +243,10 @@ class PosSamLoss(Mask2FormerLoss):
             indices = self.matcher(masks, prediction["class_queries_logits"], mask_labels, class_labels)
             layer_losses = {
                 **self.loss_labels(prediction["class_queries_logits"], class_labels, indices),
-                **self.loss_masks(masks, padded_mask_labels, indices, num_masks, valid_mask),
+                **self.loss_masks(
+                    masks, padded_mask_labels, indices, num_masks, valid_mask, prediction.get("mask_embeddings"),
+                    mask_features,
+                ),
                 **self.loss_iou(prediction["iou_scores"], masks, segments_at_mask_size, indices, valid_at_mask_size),
             }
             suffix = "" if index == len(predictions) - 1 else f"_{index}"

@@ -23,11 +23,16 @@ def pooling_weights(mask_logits: torch.Tensor) -> torch.Tensor:
     logits = mask_logits.detach()
     binary = (logits > 0).to(logits.dtype)
     empty = binary.flatten(2).sum(-1) == 0
-    if not torch.compiler.is_exporting() and not empty.any():
-        # Shortcut only; an exported graph cannot branch on values and always takes the `where` below (same result).
-        return binary
-    soft = logits.flatten(2).float().softmax(-1).view_as(logits).to(logits.dtype)
-    return torch.where(empty[..., None, None], soft, binary)
+    if torch.compiler.is_exporting():
+        # An exported graph cannot branch on values: the softmax of every mask, kept where the mask is empty.
+        soft = logits.flatten(2).float().softmax(-1).view_as(logits).to(logits.dtype)
+        return torch.where(empty[..., None, None], soft, binary)
+    if empty.any():
+        # Only the empty masks' softmax: at stride 4 the whole `(batch, K, h, w)` softmax and `where` cost more than
+        # the pooling product itself (training pools every decoder prediction there).
+        empty_logits = logits[empty]
+        binary[empty] = empty_logits.flatten(1).float().softmax(-1).view_as(empty_logits).to(logits.dtype)
+    return binary
 
 
 def mask_pool(features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

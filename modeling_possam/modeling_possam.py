@@ -540,8 +540,12 @@ class PosSamModel(PosSamPreTrainedModel):
         loss, loss_dict = None, None
         if labels_given:
             valid_mask = self._valid_mask(pixel_mask, ignore_mask)
-            supervised = predictions if supervise_all else predictions[-1:]
-            loss_dict = self.criterion(supervised, mask_labels, class_labels, valid_mask)
+            supervised = [
+                {**prediction, "mask_embeddings": decoded.mask_embeddings[index]}
+                for index, prediction in zip(indices, predictions)
+            ]
+            supervised = supervised if supervise_all else supervised[-1:]
+            loss_dict = self.criterion(supervised, mask_labels, class_labels, valid_mask, decoded.mask_features)
             loss = self.criterion.total(loss_dict)
 
         default_vocabulary = input_ids is None and synonym_embeddings is None

@@ -229,6 +229,33 @@ def test_ignored_pixels_do_not_count_in_mask_losses():
     assert unweighted["loss_mask"] > expected["loss_mask"] + 1.0
 
 
+@pytest.mark.parametrize("matches", [((0, 3), (1,)), ((), (2, 0)), ((), ())])
+def test_mask_losses_from_recomputed_matched_masks_equal_those_from_all_masks(matches):
+    """Matched masks recomputed from their embeddings (training's path) = the same rows of every query's masks: the
+    same losses and the same gradients for the query embeddings and the features, with images that have no match."""
+    from possam.decoder import mask_logits
+
+    criterion = tiny_model().criterion
+    generator = torch.Generator().manual_seed(0)
+    embeddings = torch.randn(2, 5, 8, generator=generator, requires_grad=True)
+    features = torch.randn(2, 8, 16, 16, generator=generator, requires_grad=True)
+    labels = (torch.rand(2, 2, 64, 64, generator=generator) > 0.5).float()
+    valid = (torch.rand(2, 64, 64, generator=generator) > 0.2).float()
+    indices = [(torch.tensor(queries, dtype=torch.long), torch.arange(len(queries))) for queries in matches]
+
+    def losses_and_gradients(**point_source):
+        torch.manual_seed(1)  # the same random points for both paths
+        losses = criterion.loss_masks(mask_logits(embeddings, features), labels, indices, 2.0, valid, **point_source)
+        total = losses["loss_mask"] + losses["loss_dice"]
+        return [losses["loss_mask"], losses["loss_dice"], *torch.autograd.grad(total, (embeddings, features))]
+
+    full = losses_and_gradients()
+    sampled = losses_and_gradients(mask_embeddings=embeddings, mask_features=features)
+    assert any(matches) == bool(full[2].abs().sum() > 0)
+    for expected, actual in zip(full, sampled, strict=True):
+        torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_vocabulary_cache_runs_the_text_tower_once(model):
     calls = []
     model.clip.text.register_forward_hook(lambda module, args, output: calls.append(1))
@@ -385,6 +412,14 @@ def test_pooling_uses_the_binary_mask_or_the_logit_softmax_when_it_is_empty():
     features = torch.arange(16.0).view(1, 1, 4, 4)
     pooled = mask_pool(features, weights)
     torch.testing.assert_close(pooled[0, 0], torch.tensor([2.5]))  # mean of 0, 1, 4, 5
+    # A batch mixing empty and non-empty masks: the softmax only where the mask is empty, the binary mask elsewhere.
+    logits = torch.randn(2, 6, 5, 7, generator=torch.Generator().manual_seed(0)) - 1.5
+    logits[0, 2] = -torch.rand(5, 7) - 0.1
+    logits[1, 4] = -torch.rand(5, 7) - 0.1
+    empty = (logits > 0).flatten(2).sum(-1) == 0
+    assert 2 <= empty.sum() < empty.numel()
+    expected = torch.where(empty[..., None, None], logits.flatten(2).softmax(-1).view_as(logits), (logits > 0).float())
+    torch.testing.assert_close(pooling_weights(logits), expected)
 
 
 def test_first_step_gradients_are_bounded_even_with_empty_masks():
