@@ -27,6 +27,7 @@ from transformers.models.mask2former.modeling_mask2former import (
 )
 
 from .configuration import PosSamConfig
+from .decoder import mask_logits
 
 
 LOSS_NAMES = ("loss_cross_entropy", "loss_mask", "loss_dice", "loss_iou")
@@ -72,12 +73,12 @@ def matched_mask_logits(
         image_index: `(N,)` each query's image, in non-decreasing order.
 
     Returns:
-        `(N, h, w)` mask logits, equal to the same rows of `mask_logits(all embeddings, mask_features)`.
+        `(N, h, w)` mask logits, the same rows as `mask_logits` of all queries.
     """
     images, counts = torch.unique_consecutive(image_index, return_counts=True)
     return torch.cat(
         [
-            torch.einsum("nc,chw->nhw", embeddings, mask_features[image])
+            mask_logits(embeddings[None], mask_features[image : image + 1])[0]
             for image, embeddings in zip(images.tolist(), mask_embeddings.split(counts.tolist()))
         ]
     )

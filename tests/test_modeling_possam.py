@@ -243,16 +243,16 @@ def test_mask_losses_from_recomputed_matched_masks_equal_those_from_all_masks(ma
     valid = (torch.rand(2, 64, 64, generator=generator) > 0.2).float()
     indices = [(torch.tensor(queries, dtype=torch.long), torch.arange(len(queries))) for queries in matches]
 
-    def losses_and_gradients(**point_source):
+    def losses_and_gradients(**mask_source):
         torch.manual_seed(1)  # the same random points for both paths
-        losses = criterion.loss_masks(mask_logits(embeddings, features), labels, indices, 2.0, valid, **point_source)
+        losses = criterion.loss_masks(mask_logits(embeddings, features), labels, indices, 2.0, valid, **mask_source)
         total = losses["loss_mask"] + losses["loss_dice"]
         return [losses["loss_mask"], losses["loss_dice"], *torch.autograd.grad(total, (embeddings, features))]
 
     full = losses_and_gradients()
-    sampled = losses_and_gradients(mask_embeddings=embeddings, mask_features=features)
+    recomputed = losses_and_gradients(mask_embeddings=embeddings, mask_features=features)
     assert any(matches) == bool(full[2].abs().sum() > 0)
-    for expected, actual in zip(full, sampled, strict=True):
+    for expected, actual in zip(full, recomputed, strict=True):
         torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
 
 
