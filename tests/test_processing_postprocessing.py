@@ -333,18 +333,24 @@ def test_padding_is_cropped_and_non_square_image_resized():
     )
 
 
-def test_resizing_matches_three_interpolate_calls():
-    from possam.processing.postprocessing import _ResizePlan
+@pytest.mark.parametrize("column_block", [128, 7])
+def test_resizing_matches_three_interpolate_calls(monkeypatch, column_block):
+    import possam.processing.postprocessing as postprocessing
 
+    monkeypatch.setattr(postprocessing, "COLUMN_BLOCK", column_block)
     torch.manual_seed(1)
     logits = torch.randn(3, 16, 16) * 5
-    for target in [(30, 60), (61, 17), (64, 64), (5, 3), (200, 90)]:
+    for target in [(30, 60), (61, 17), (64, 64), (5, 3), (200, 90), (90, 300)]:
         valid = longest_edge_resize_shape(*target, 64)
         expected = F.interpolate(logits[None], size=(64, 64), mode="bilinear", align_corners=False)
         expected = F.interpolate(
             expected[..., : valid[0], : valid[1]], size=target, mode="bilinear", align_corners=False
         )[0]
-        plan = _ResizePlan((16, 16), 64, valid, target, "cpu")
+        plan = postprocessing._ResizePlan((16, 16), 64, valid, target, "cpu")
+        blocks = plan.column_blocks
+        assert len(blocks) == -(-target[1] // column_block)
+        if target[1] >= 4 * column_block:  # each block of output columns reads only the mask columns it needs
+            assert max(in_stop - in_start for _, _, in_start, in_stop, _ in blocks) < 16
         bands = list(plan.bands(logits))
         assert bands[0][0] == 0 and bands[-1][1] == target[0]
         torch.testing.assert_close(torch.cat([band for _, _, band in bands], 1), expected, atol=1e-4, rtol=0)
