@@ -8,7 +8,8 @@ collapsed stage inputs/outputs). The compared calls run interleaved in rounds; r
 reported as median and min-max. Prints a markdown table and writes `benchmarks/results/inference_<preset>.{json,md}`.
 Targets (PosSAM-B, 1024x1024, CPU):
 
-- PosSAM's own stages (end-to-end minus the frozen SAM and CLIP image encoders) <= 20% of the encoders;
+- PosSAM's own stages (end-to-end minus the frozen SAM and CLIP image encoders, both timed within the same call)
+  <= 20% of the encoders;
 - FPN + pixel decoder <= 2.0 s on 2 idle cores; post-processing <= 3% of end-to-end;
 - a cached vocabulary runs the text tower 0 times, also in a second process (disk cache);
 - an 847-class vocabulary costs <= 5% more than a 150-class one once cached; peak RSS <= 5 GiB (`--full`).
@@ -34,6 +35,7 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 from common import (  # noqa: E402
     ActivationGuard,
+    ModuleTimer,
     interleaved_seconds,
     median_seconds,
     peak_rss_of,
@@ -125,12 +127,15 @@ def stage_times(model, processor, image, repeats: int, mask2former=None) -> tupl
             outputs, label_ids_to_fuse=vocabulary_150.stuff_label_ids, target_sizes=[image.shape[:2]]
         )
 
-    def end_to_end():
-        batch = processor(images=[image], text=vocabulary_150)
-        result = model(**{k: v for k, v in batch.items() if k not in ("original_sizes", "reshaped_input_sizes")})
-        post_process(result)
-
     clip_trunk = getattr(model.clip.vision, "trunk", None) or model.clip.vision.model.vision_model
+    encoder_timer = ModuleTimer({"sam": model.sam, "clip": clip_trunk})
+
+    def end_to_end():
+        with encoder_timer.record():
+            batch = processor(images=[image], text=vocabulary_150)
+            result = model(**{k: v for k, v in batch.items() if k not in ("original_sizes", "reshaped_input_sizes")})
+            post_process(result)
+
     stages = {"sam": model.sam, "clip_vision": clip_trunk, "fpn": model.fpn, "pixel_decoder": model.pixel_decoder,
               "transformer_decoder": model.transformer_decoder}
     with ActivationGuard(stages) as guard:
@@ -175,6 +180,9 @@ def stage_times(model, processor, image, repeats: int, mask2former=None) -> tupl
         assert guard.checked, "activation check did not see the Mask2Former backbone"
         functions["mask2former_end_to_end"] = peer_end_to_end
     rounds = interleaved_seconds(functions, repeats=repeats)
+    # The encoders' share of each timed end-to-end call (the last `repeats` recorded; the first were warm-up).
+    rounds["encoders_within_end_to_end"] = [call["sam"] + call["clip"] for call in encoder_timer.calls[-repeats:]]
+    encoder_timer.remove()
 
     calls = []
     hook = model.clip.text.register_forward_hook(lambda *args: calls.append(1))
@@ -275,7 +283,10 @@ def main() -> int:
 
     encoders = lambda r: r["sam_encoder"] + r["clip_encoder"]
     round_dicts = [dict(zip(rounds, values)) for values in zip(*rounds.values())]
-    own_share = [(r["end_to_end"] - encoders(r)) / encoders(r) for r in round_dicts]
+    # The target's measure: within each end-to-end call, everything but the two encoders over the two encoders.
+    own_share = [(r["end_to_end"] - r["encoders_within_end_to_end"]) / r["encoders_within_end_to_end"] for r in round_dicts]
+    # The same with the encoders timed in their own calls of the same round (mixes two machine states; see ModuleTimer).
+    own_share_separate = [(r["end_to_end"] - encoders(r)) / encoders(r) for r in round_dicts]
     post_share = [r["post_processing_panoptic"] / r["end_to_end"] for r in round_dicts]
     # The time FPN + pixel decoder's arithmetic alone needs at the matmul rate measured in the same round.
     floors = [other["fpn_and_pixel_decoder_gflop"] * r["float32_matmul_4096"] / (2 * 4096**3 / 1e9) for r in round_dicts]
@@ -284,12 +295,16 @@ def main() -> int:
     ratios = {
         "own_stages_over_encoders": statistics.median(own_share),
         "own_stages_over_encoders_per_round": own_share,
+        "own_stages_over_separately_timed_encoders": statistics.median(own_share_separate),
+        "own_stages_over_separately_timed_encoders_per_round": own_share_separate,
         "post_processing_share_of_end_to_end": statistics.median(post_share),
     }
     rows = [(f"{name} (s)", f"{value:.3f}", "", "") for name, value in times.items()]
     rows += [
-        ("PosSAM's own stages / (SAM + CLIP encoders), median (min-max)", f"{ratios['own_stages_over_encoders']:.1%} ({spread(own_share)})",
-         "<= 20%", verdict(max(own_share) <= 0.20)),
+        ("PosSAM's own stages / (SAM + CLIP encoders), both timed within each end-to-end call, median (min-max)",
+         f"{ratios['own_stages_over_encoders']:.1%} ({spread(own_share)})", "<= 20%", verdict(max(own_share) <= 0.20)),
+        ("same, end-to-end minus the encoders timed in their own calls of the round, median (min-max)",
+         f"{ratios['own_stages_over_separately_timed_encoders']:.1%} ({spread(own_share_separate)})", "", ""),
         ("FPN + pixel decoder (s)", f"{times['fpn_and_pixel_decoder']:.2f}", "<= 2.0 on 2 idle cores",
          verdict(times["fpn_and_pixel_decoder"] <= 2.0)),
         ("FPN + pixel decoder: convolution and matmul GFLOP / this machine's float32 matmul GFLOP/s (4096^3, same "

@@ -63,6 +63,12 @@ def test_inference_benchmark_reports_every_measurement(tmp_path):
               "transformer_decoder", "ldp_iou_and_classifiers", "post_processing_panoptic", "end_to_end")
     assert all(len(report["rounds"][stage]) == 1 and report["seconds"][stage] > 0 for stage in stages)
     assert report["text_tower_calls_when_cached"] == 0
+    # The target's share: the encoders timed inside the same end-to-end call, which they are a part of.
+    (end_to_end,), (encoders,) = report["rounds"]["end_to_end"], report["rounds"]["encoders_within_end_to_end"]
+    assert 0 < encoders < end_to_end
+    assert report["ratios"]["own_stages_over_encoders"] == pytest.approx((end_to_end - encoders) / encoders)
+    separate = report["rounds"]["sam_encoder"][0] + report["rounds"]["clip_encoder"][0]
+    assert report["ratios"]["own_stages_over_separately_timed_encoders"] == pytest.approx((end_to_end - separate) / separate)
     assert (report["text_tower_calls_first_process"], report["text_tower_calls_second_process"]) == (1, 0)
     # The arithmetic floor is the FLOP count over the matmul rate measured in the same round (one round here).
     assert report["fpn_and_pixel_decoder_gflop"] > 0 and report["matmul_gflop_per_second"] > 1
