@@ -31,10 +31,7 @@ def test_inference_table_is_the_json_measurements():
     for stage in ("sam_encoder", "clip_encoder", "fpn_and_pixel_decoder", "end_to_end", "mask2former_end_to_end"):
         assert f"| {stage} (s) | {report['seconds'][stage]:.3f} |" in table
     share = report["ratios"]["own_stages_over_encoders"]
-    assert f"| PosSAM's own stages / (SAM + CLIP encoders), both timed within each end-to-end call, median (min-max) | {share:.1%} (" in table
-    rounds = report["rounds"]
-    per_round = sorted((e - c) / c for e, c in zip(rounds["end_to_end"], rounds["encoders_within_end_to_end"]))
-    assert share == pytest.approx(per_round[1])
+    assert f"| PosSAM's own stages / (SAM + CLIP encoders), median (min-max) | {share:.1%} (" in table
     assert report["text_tower_calls_second_process"] == 0
     # --compile was part of the run.
     assert report["seconds"]["compile_seconds_fpn_and_pixel_decoder"] > 0
