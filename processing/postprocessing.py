@@ -164,8 +164,8 @@ class _ResizePlan:
         self.column_blocks = []
         for out_start in range(0, columns.shape[1], COLUMN_BLOCK):
             block = columns[:, out_start : out_start + COLUMN_BLOCK]
-            reads = torch.nonzero(block.any(1)).flatten()
-            in_start, in_stop = (int(reads[0]), int(reads[-1]) + 1) if reads.numel() else (0, 1)
+            reads = torch.nonzero(block.any(1)).flatten()  # never empty: every output column has bilinear weights
+            in_start, in_stop = int(reads[0]), int(reads[-1]) + 1
             self.column_blocks.append(
                 (out_start, out_start + block.shape[1], in_start, in_stop,
                  block[in_start:in_stop].to(device=device, dtype=torch.float32).contiguous())
