@@ -95,64 +95,88 @@ def gather_bilinear_corners(
     """[`multi_scale_deformable_attention`] as one `embedding_bag`: a weighted sum of value rows per (query, head).
 
     Bilinear sampling reads four neighbouring pixels; deformable attention sums `levels * points` such samples, each
-    with its attention weight. So a query's output for one head is a weighted sum of `levels * points * 4` rows of the
-    `(pixels, head_dim)` value table, with weight (attention weight x bilinear weight): exactly `embedding_bag(mode="sum",
-    per_sample_weights=...)`, which reads each row as `head_dim` contiguous values and writes only the output. Each level gets a
-    one-pixel zero border, and coordinates are clamped onto it: a corner outside the map then reads a zero, as
-    `grid_sample(padding_mode="zeros")` does, without masking weights. Used without autograd: `embedding_bag`'s backward
-    to the table is slower than `grid_sample`'s.
+    with its attention weight. So a query's output for one head is a weighted sum of `levels * points * 4` rows of a
+    `(pixels * heads, head_dim)` value table, with weight (attention weight x bilinear weight): exactly
+    `embedding_bag(mode="sum", per_sample_weights=...)`, which reads each row as `head_dim` contiguous values and writes
+    only the output. The table is the values in their own token-major layout (row `pixel * heads + head`), each level
+    with a one-pixel zero border, and coordinates are clamped onto that border: a corner outside the map then reads a
+    zero, as `grid_sample(padding_mode="zeros")` does, without masking weights. Used without autograd:
+    `embedding_bag`'s backward to the table is slower than `grid_sample`'s.
+
+    The per-query arithmetic (corner indices and weights) runs on chunks of queries, against constants materialized
+    over `(heads, levels, points)`: broadcasting a `(levels, 1, 2)` constant instead makes every elementwise op loop
+    over 2 contiguous values at a time, about 20x slower on these chunks, and it cost more than the gather itself.
     """
     batch_size, _, num_heads, head_dim = value.shape
     _, num_queries, _, num_levels, num_points, _ = sampling_locations.shape
-    # The table: per (batch, head), each level with a zero border, then spare zero rows that the right neighbours of
-    # the last level's border pixels may index (always with weight 0).
+    device = value.device
+    # The table: each level with a zero border, then spare zero pixels that the right and lower neighbours of the last
+    # level's border pixels may index (always with weight 0, but an uninitialized NaN there would survive 0 x NaN).
     bordered_sizes = [(height + 2) * (width + 2) for height, width in value_spatial_shapes]
-    table_rows = sum(bordered_sizes) + max(width for _, width in value_spatial_shapes) + 3
-    table = value.new_zeros(batch_size, num_heads, table_rows, head_dim)
+    table_pixels = sum(bordered_sizes) + max(width for _, width in value_spatial_shapes) + 3
+    table = value.new_empty(batch_size, table_pixels, num_heads, head_dim)
     level_starts = [0]
     levels = value.split([height * width for height, width in value_spatial_shapes], dim=1)
     for (height, width), level_value, size in zip(value_spatial_shapes, levels, bordered_sizes):
-        bordered = table[:, :, level_starts[-1] : level_starts[-1] + size].view(
-            batch_size, num_heads, height + 2, width + 2, head_dim
-        )
-        bordered[:, :, 1:-1, 1:-1] = level_value.view(batch_size, height, width, num_heads, head_dim).permute(0, 3, 1, 2, 4)
+        bordered = table[:, level_starts[-1] : level_starts[-1] + size].view(batch_size, height + 2, width + 2, -1)
+        bordered[:, 1:-1, 1:-1] = level_value.reshape(batch_size, height, width, -1)
+        for border in (bordered[:, 0], bordered[:, -1], bordered[:, 1:-1, 0], bordered[:, 1:-1, -1]):
+            border.zero_()
         level_starts.append(level_starts[-1] + size)
+    table[:, level_starts[-1] :].zero_()
+    # int32 indices halve the index arithmetic's memory traffic; int64 where the table has 2^31 rows or more, and under
+    # torch.export, which cannot bound a dynamic batch size while tracing.
+    rows = batch_size * table_pixels * num_heads
+    index_dtype = torch.long if torch.compiler.is_exporting() or rows >= 2**31 else torch.int32
 
-    # Queries go in chunks so that the corner indices and weights (48 per query and head) stay a few MB: whole, they are
-    # 66 MB at 1024x1024, and a fresh allocation that large costs more in page faults than the gather itself.
-    row_lengths = torch.tensor([width + 2 for _, width in value_spatial_shapes], dtype=torch.long, device=value.device)
-    level_offsets = torch.tensor(level_starts[:-1], dtype=torch.long, device=value.device)
-    table_offsets = torch.arange(0, batch_size * num_heads * table_rows, table_rows, dtype=torch.long, device=value.device)
-    first_rows = level_offsets[:, None] + table_offsets.view(batch_size, 1, num_heads, 1, 1)
-    sizes = torch.tensor([[width, height] for height, width in value_spatial_shapes], device=value.device)[:, None]
+    def per_sample(values, dtype):  # `(levels,)` or `(levels, 2)` -> broadcast over (heads, levels, points[, 2])
+        values = torch.tensor(values, dtype=dtype, device=device)
+        shape = (num_heads, num_levels, num_points) + values.shape[1:]
+        return values[None, :, None].expand(shape).contiguous()
+
+    sizes = per_sample([[width, height] for height, width in value_spatial_shapes], torch.float32)
+    row_steps = per_sample([(width + 2) * num_heads for _, width in value_spatial_shapes], index_dtype)
+    # Row of (batch, level, head)'s top-left pixel: (batch * table_pixels + level start) * heads + head.
+    first_rows = (
+        per_sample([start * num_heads for start in level_starts[:-1]], index_dtype)
+        + torch.arange(num_heads, dtype=index_dtype, device=device)[:, None, None]
+        + torch.arange(0, batch_size * table_pixels * num_heads, table_pixels * num_heads, dtype=index_dtype,
+                       device=device)[:, None, None, None, None]
+    )  # (batch, 1, heads, levels, points)
+    samples_per_bag = 4 * num_levels * num_points
+
     table = table.view(-1, head_dim)
     output = value.new_empty(batch_size, num_queries, num_heads * head_dim)
     for start in range(0, num_queries, QUERY_CHUNK_SIZE):
-        locations = sampling_locations[:, start : start + QUERY_CHUNK_SIZE].float()
+        chunk = slice(start, start + QUERY_CHUNK_SIZE)
         # Pixel coordinates in the bordered map (align_corners=False: x * width - 0.5, plus 1 for the border), clamped
         # to the border: a point entirely outside the map then has all its weight on border pixels.
-        coordinates = torch.minimum((locations * sizes + 0.5).clamp_(min=0), sizes + 1)
+        coordinates = torch.addcmul(torch.tensor(0.5, device=device), sampling_locations[:, chunk].float(), sizes)
+        coordinates = torch.minimum(coordinates.clamp_(min=0), sizes + 1, out=coordinates)
         corners = coordinates.floor()
         fraction_x, fraction_y = coordinates.sub_(corners).unbind(-1)
         # A NaN location (clamping keeps it) keeps NaN weights, so its output is NaN as with grid_sample, but must not
         # become an out-of-range index.
-        corners = corners.nan_to_num_(0).long()
-        top_left = corners[..., 1] * row_lengths[:, None] + corners[..., 0] + first_rows
-        # A query's bag holds its (corner, level, point) samples, corner outermost so each term below is one
-        # contiguous block: top-left, top-right (+1), bottom-left (+row length), bottom-right; same order for weights.
-        below = top_left + row_lengths[:, None]
-        indices = torch.stack((top_left, top_left + 1, below, below + 1), dim=-3)
-        weights = attention_weights[:, start : start + QUERY_CHUNK_SIZE].float()
-        upper, lower = weights * (1 - fraction_y), weights * fraction_y
-        left, right = 1 - fraction_x, fraction_x
-        corner_weights = torch.stack((upper * left, upper * right, lower * left, lower * right), dim=-3)
+        corner_x, corner_y = corners.nan_to_num_(0).to(index_dtype).unbind(-1)
+        top_left = corner_y * row_steps
+        top_left.add_(corner_x, alpha=num_heads).add_(first_rows)
+        below = top_left + row_steps
+        # A query's bag holds its (corner, level, point) samples, corner outermost: top-left, top-right (+1 pixel =
+        # +heads rows), bottom-left (+1 bordered row), bottom-right. Each corner's indices and weights are computed whole
+        # and then stacked; writing them into the interleaved layout directly ran 12-value loops, several times slower.
+        indices = torch.stack((top_left, top_left + num_heads, below, below + num_heads), dim=3)
+        weights = attention_weights[:, chunk].float()
+        lower = weights * fraction_y
+        upper = weights - lower
+        right_lower, right_upper = lower * fraction_x, upper * fraction_x
+        corner_weights = torch.stack((upper - right_upper, right_upper, lower - right_lower, right_lower), dim=3)
         samples = nn.functional.embedding_bag(
-            indices.view(-1, num_levels * num_points * 4),
+            indices.view(-1, samples_per_bag),
             table,
-            per_sample_weights=corner_weights.view(-1, num_levels * num_points * 4).to(value.dtype),
+            per_sample_weights=corner_weights.view(-1, samples_per_bag).to(value.dtype),
             mode="sum",
         )
-        output[:, start : start + QUERY_CHUNK_SIZE] = samples.view(batch_size, -1, num_heads * head_dim)
+        output[:, chunk] = samples.view(batch_size, -1, num_heads * head_dim)
     return output
 
 
@@ -161,7 +185,7 @@ class PosSamMultiscaleDeformableAttention(Mask2FormerPixelDecoderEncoderMultisca
 
     The projections and their initialization are transformers'; `forward` differs only in the sampling function, in
     returning the output projection of a transposed view (no `.contiguous()` copy), and, without autograd, in masking
-    the values and turning offsets into sampling locations in place (same values).
+    the values, taking the softmax and turning offsets into sampling locations in place (same values).
     """
 
     def forward(
@@ -207,18 +231,27 @@ class PosSamMultiscaleDeformableAttention(Mask2FormerPixelDecoderEncoderMultisca
         offsets = self.sampling_offsets(queries).view(
             batch_size, num_queries, self.n_heads, self.n_levels, self.n_points, 2
         )
-        attention_weights = (
-            self.attention_weights(queries)
-            .view(batch_size, num_queries, self.n_heads, self.n_levels * self.n_points)
-            .softmax(-1)
-            .view(batch_size, num_queries, self.n_heads, self.n_levels, self.n_points)
-        )
+        logits = self.attention_weights(queries).view(batch_size, num_queries, self.n_heads, -1)
+        if in_place:
+            # The softmax over 12 values per head, written out: `softmax` runs its 12-value rows about 5x slower than
+            # these four ops over the whole tensor (same values within 1e-7; NaN and infinite rows come out the same).
+            attention_weights = logits.sub_(logits.amax(-1, keepdim=True)).exp_()
+            attention_weights = attention_weights.div_(attention_weights.sum(-1, keepdim=True))
+        else:
+            attention_weights = logits.softmax(-1)
+        attention_weights = attention_weights.view(batch_size, num_queries, self.n_heads, self.n_levels, self.n_points)
         # Offsets are in pixels of each level: (x / width, y / height).
         level_sizes = torch.tensor(
             [[width, height] for height, width in spatial_shapes_list], dtype=queries.dtype, device=queries.device
         )
         level_sizes, references = level_sizes[None, None, None, :, None, :], reference_points[:, :, None, :, None, :]
         if in_place:
+            # Both constants are materialized over the dimensions they broadcast along, as far as is cheap (sizes over
+            # heads and points, references over points): broadcasting a `(..., levels, 1, 2)` shape runs loops over 2
+            # contiguous values, several times slower than the same op on 24 or 192.
+            per_head = (self.n_heads, self.n_levels, self.n_points, 2)
+            level_sizes = level_sizes[0, 0].expand(per_head).contiguous()
+            references = references.expand(batch_size, num_queries, 1, *per_head[1:]).contiguous()
             sampling_locations = offsets.div_(level_sizes).add_(references)
         else:
             sampling_locations = references + offsets / level_sizes
