@@ -74,11 +74,27 @@ def peak_rss_of(command: list[str]) -> float:
     return float(output.strip().splitlines()[-1])
 
 
+def cpu_model() -> str:
+    """The CPU's model name and vector units, e.g. "Intel(R) Xeon(R) Processor (x86_64, AVX512, AMX)": runs on
+    different machines must not read as one machine (bfloat16 autocast, for one, is several times faster with AMX)."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    name = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    units = [platform.machine(), torch.backends.cpu.get_cpu_capability()] + (["AMX"] if "amx_bf16" in flags else [])
+    return f"{name} ({', '.join(units)})"
+
+
 def machine() -> str:
-    return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads)"
-    )
+    return f"{cpu_model()}, {os.cpu_count()} CPU cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
 
 
 def write_report(name: str, results: dict, rows: list[tuple[str, str, str, str]], output_dir: str) -> str:
