@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from unittest import mock
 
 import numpy as np
 import torch
@@ -250,22 +251,14 @@ def compile_times(model, processor, image, repeats: int) -> dict:
     embeddings = features.sam_image_embeddings
     eager = lambda: model.pixel_decoder.forward(list(model.fpn.forward(embeddings)))
     compiled = lambda: model.pixel_decoder(list(model.fpn(embeddings)))
-    previous = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    with tempfile.TemporaryDirectory() as cache:
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
-        try:
-            model.compile_stages()
-            start = time.perf_counter()
-            compiled()
-            compile_seconds = time.perf_counter() - start
-            rounds = interleaved_seconds(
-                {"fpn_and_pixel_decoder_eager": eager, "fpn_and_pixel_decoder_compiled": compiled}, repeats=repeats
-            )
-        finally:
-            if previous is None:
-                os.environ.pop("TORCHINDUCTOR_CACHE_DIR")
-            else:
-                os.environ["TORCHINDUCTOR_CACHE_DIR"] = previous
+    with tempfile.TemporaryDirectory() as cache, mock.patch.dict(os.environ, {"TORCHINDUCTOR_CACHE_DIR": cache}):
+        model.compile_stages()
+        start = time.perf_counter()
+        compiled()
+        compile_seconds = time.perf_counter() - start
+        rounds = interleaved_seconds(
+            {"fpn_and_pixel_decoder_eager": eager, "fpn_and_pixel_decoder_compiled": compiled}, repeats=repeats
+        )
     return {"compile_seconds_fpn_and_pixel_decoder": compile_seconds, **{k: statistics.median(v) for k, v in rounds.items()}}
 
 

@@ -125,8 +125,8 @@ def gather_bilinear_corners(
         level_starts.append(level_starts[-1] + size)
     # int32 indices halve the index arithmetic's memory traffic; int64 where the table has 2^31 rows or more, and under
     # torch.export, which cannot bound a dynamic batch size while tracing.
-    rows = batch_size * table_pixels * num_heads
-    index_dtype = torch.long if torch.compiler.is_exporting() or rows >= 2**31 else torch.int32
+    image_rows = table_pixels * num_heads
+    index_dtype = torch.long if torch.compiler.is_exporting() or batch_size * image_rows >= 2**31 else torch.int32
 
     def per_sample(values, dtype):  # `(levels,)` or `(levels, 2)` -> broadcast over (heads, levels, points[, 2])
         values = torch.tensor(values, dtype=dtype, device=device)
@@ -134,13 +134,13 @@ def gather_bilinear_corners(
         return values[None, :, None].expand(shape).contiguous()
 
     sizes = per_sample([[width, height] for height, width in value_spatial_shapes], torch.float32)
+    half, border_coordinates = torch.tensor(0.5, device=device), sizes + 1
     row_steps = per_sample([(width + 2) * num_heads for _, width in value_spatial_shapes], index_dtype)
     # Row of (batch, level, head)'s top-left pixel: (batch * table_pixels + level start) * heads + head.
     first_rows = (
         per_sample([start * num_heads for start in level_starts[:-1]], index_dtype)
         + torch.arange(num_heads, dtype=index_dtype, device=device)[:, None, None]
-        + torch.arange(0, batch_size * table_pixels * num_heads, table_pixels * num_heads, dtype=index_dtype,
-                       device=device)[:, None, None, None, None]
+        + torch.arange(0, batch_size * image_rows, image_rows, dtype=index_dtype, device=device)[:, None, None, None, None]
     )  # (batch, 1, heads, levels, points)
     samples_per_bag = 4 * num_levels * num_points
 
@@ -150,8 +150,8 @@ def gather_bilinear_corners(
         chunk = slice(start, start + QUERY_CHUNK_SIZE)
         # Pixel coordinates in the bordered map (align_corners=False: x * width - 0.5, plus 1 for the border), clamped
         # to the border: a point entirely outside the map then has all its weight on border pixels.
-        coordinates = torch.addcmul(torch.tensor(0.5, device=device), sampling_locations[:, chunk].float(), sizes)
-        coordinates = torch.minimum(coordinates.clamp_(min=0), sizes + 1, out=coordinates)
+        coordinates = torch.addcmul(half, sampling_locations[:, chunk].float(), sizes)
+        coordinates = torch.minimum(coordinates.clamp_(min=0), border_coordinates, out=coordinates)
         corners = coordinates.floor()
         fraction_x, fraction_y = coordinates.sub_(corners).unbind(-1)
         # A NaN location (clamping keeps it) keeps NaN weights, so its output is NaN as with grid_sample, but must not
